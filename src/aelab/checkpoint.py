@@ -1,0 +1,137 @@
+"""Self-describing, pickle-free checkpoints: one safetensors file plus a readable JSON copy.
+
+`checkpoints/last.safetensors` holds the model weights (keys `model.*`), the optimizer's
+tensors (`optim.*`) and RNG state (`rng.*`); its header metadata carries the whole JSON
+description (model name and arguments, training config, epoch, metrics, data checksum,
+package version), so the one file is the single source of truth and is written atomically.
+`last.json` beside it is the same JSON for people and tools.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+
+from ._io import atomic_write_bytes, atomic_write_json
+from ._version import __version__
+from .config import TrainConfig
+from .errors import AelabError
+from .models import build_model
+
+FORMAT_VERSION = 1
+
+
+def _optimizer_to_tensors(sd: dict) -> tuple[dict, dict]:
+    """Split an optimizer state_dict into tensors (for safetensors) and plain JSON values."""
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_tensors(tensors: dict, info: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for name, value in info["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": info["param_groups"]}
+
+
+def _rng_tensors() -> dict:
+    out = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["rng.cuda"] = torch.cuda.get_rng_state()
+    return out
+
+
+def save_checkpoint(stem: Path, model: torch.nn.Module, meta: dict, optimizer=None) -> None:
+    """Write `stem`.safetensors (atomically) and then `stem`.json."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = dict(meta, format_version=FORMAT_VERSION, aelab_version=__version__,
+                torch_version=torch.__version__)
+    if optimizer is not None:
+        opt_tensors, meta["optimizer"] = _optimizer_to_tensors(optimizer.state_dict())
+        tensors.update(opt_tensors)
+        tensors.update(_rng_tensors())
+    blob = st_save(tensors, metadata={"aelab": json.dumps(meta)})
+    stem = Path(stem)
+    atomic_write_bytes(stem.with_suffix(".safetensors"), blob)
+    atomic_write_json(stem.with_suffix(".json"), meta)
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict]:
+    """Read a checkpoint file: (tensors, meta). Never unpickles anything."""
+    path = Path(path)
+    if not path.is_file():
+        raise AelabError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["aelab"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception as e:  # safetensors raises its own error types; all mean 'unreadable'
+        raise AelabError(
+            f"{path} is not a readable aelab checkpoint ({type(e).__name__}: {e}); "
+            "it may be truncated or from another tool"
+        ) from None
+    return tensors, meta
+
+
+def model_state(tensors: dict) -> dict:
+    return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def restore_training_state(tensors: dict, meta: dict, model, optimizer) -> None:
+    """Load weights, optimizer state and RNG state saved by save_checkpoint."""
+    model.load_state_dict(model_state(tensors))
+    optimizer.load_state_dict(_optimizer_from_tensors(tensors, meta["optimizer"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+
+
+@dataclass
+class LoadedRun:
+    """A trained model rebuilt from a run folder, with its training config and checkpoint meta."""
+
+    model: torch.nn.Module
+    config: TrainConfig
+    meta: dict
+    run_dir: Path
+
+
+def checkpoint_path(run_dir: Path, which: str) -> Path:
+    return Path(run_dir) / "checkpoints" / f"{which}.safetensors"
+
+
+def load_run(run_dir, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the model of a run folder from its checkpoint alone (`best` or `last`)."""
+    run_dir = Path(run_dir)
+    if which not in ("best", "last"):
+        raise AelabError(f"checkpoint must be 'best' or 'last', not {which!r}")
+    path = checkpoint_path(run_dir, which)
+    if not path.is_file():
+        hint = "is this a run folder written by `aelab train`?"
+        if not run_dir.is_dir():
+            raise AelabError(f"run folder {run_dir} does not exist")
+        raise AelabError(f"no checkpoint {which!r} in {run_dir} ({path} is missing); {hint}")
+    tensors, meta = read_checkpoint(path)
+    model = build_model(meta["model"]["name"], **meta["model"]["args"])
+    try:
+        model.load_state_dict(model_state(tensors))
+    except RuntimeError as e:
+        raise AelabError(f"{path}: weights do not fit model {meta['model']['name']!r}: {e}") from None
+    model.to(device).eval()
+    return LoadedRun(model, TrainConfig.from_dict(meta["config"]), meta, run_dir)
