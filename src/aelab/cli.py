@@ -137,6 +137,7 @@ def _train_config(a):
 
 
 def cmd_train(a) -> int:
+    from . import distributed as D
     from . import trainer as T
 
     if a.resume is not None:
@@ -151,6 +152,8 @@ def cmd_train(a) -> int:
         if a.model is None:
             raise AelabError("name a model to train (e.g. `aelab train conv`), or --resume RUN_DIR")
         result = T.train(_train_config(a), a.run_dir, data_dir=a.data_dir)
+    if not D.from_env().is_main:  # under torchrun only rank 0 speaks
+        return 0
     print(f"run folder: {result.run_dir}")
     if a.show:
         from .figures import show

@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 from .errors import AelabError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+LOSSES = ("mse", "bce")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle")
+PRECISIONS = ("fp32", "bf16")
+NOISES = ("gaussian", "masking")
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,17 @@ class TrainConfig:
     limit: int | None = None  # train on the first N training images only
     figure_every: int = 4  # reconstruction figures after epochs 1, 1+k, 1+2k, ... and the last
     eval_batch_size: int = 1000
+    # Beyond the seed: all off by default, so the defaults stay the tutorial's.
+    loss: str = "mse"  # reconstruction loss, mean over pixels; evaluation always reports MSE
+    optimizer: str = "adam"
+    schedule: str = "constant"  # learning rate per step: constant, cosine to 0, or one-cycle
+    grad_clip: float | None = None  # clip the global gradient norm to this
+    val_split: int = 0  # hold out the last N training images; `best` is then chosen on them
+    noise: str | None = None  # denoising: "gaussian:SIGMA" or "masking:P" corrupts the input
+    exclude_digits: list = field(default_factory=list)  # leave these labels out of training
+    precision: str = "fp32"  # "bf16": autocast forward passes to bfloat16
+    compile: bool = False  # torch.compile the model
+    cuda_graphs: bool = False  # CUDA only: fixed-shape steps captured as CUDA graphs
 
     def __post_init__(self):
         self.validate()
@@ -50,6 +66,18 @@ class TrainConfig:
             bad("device", f"choose one of {', '.join(DEVICES)}")
         if not isinstance(self.model_args, dict):
             bad("model_args", "must be a JSON object")
+        for name, choices in (("loss", LOSSES), ("optimizer", OPTIMIZERS),
+                              ("schedule", SCHEDULES), ("precision", PRECISIONS)):
+            if getattr(self, name) not in choices:
+                bad(name, f"choose one of {', '.join(choices)}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            bad("grad_clip", "must be a finite number > 0, or omitted")
+        if not isinstance(self.val_split, int) or not 0 <= self.val_split < 60000:
+            bad("val_split", "must be a whole number of images, 0 to 59,999")
+        if self.noise is not None:
+            parse_noise(self.noise)
+        if any(not isinstance(d, int) or not 0 <= d <= 9 for d in self.exclude_digits):
+            bad("exclude_digits", "must be digits 0 to 9")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -73,6 +101,21 @@ class TrainConfig:
         epochs = set(range(1, self.epochs + 1, self.figure_every))
         epochs.add(self.epochs)
         return sorted(epochs)
+
+
+def parse_noise(spec: str) -> tuple[str, float]:
+    """'gaussian:0.3' -> ("gaussian", 0.3): additive N(0, 0.3^2) noise, clipped to [0, 1];
+    'masking:0.5' -> ("masking", 0.5): each pixel set to 0 with probability 0.5."""
+    kind, _, value = spec.partition(":")
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = math.nan
+    if kind not in NOISES or not math.isfinite(amount) or amount <= 0 or \
+            (kind == "masking" and amount >= 1):
+        raise AelabError(f"invalid noise {spec!r}: use gaussian:SIGMA (SIGMA > 0) or "
+                         "masking:P (0 < P < 1), e.g. gaussian:0.3")
+    return kind, amount
 
 
 DEFAULTS = TrainConfig()

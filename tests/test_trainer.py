@@ -1,0 +1,109 @@
+"""Trainer options beyond the seed, through the Python API on small real data."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from aelab.config import TrainConfig
+from aelab.errors import AelabError
+from aelab.trainer import Objective, Trainer, corrupt, lr_factor, train
+from aelab.models import build_model
+
+
+def _cfg(**kw):
+    base = dict(model="linear", epochs=1, limit=512, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+def _quiet(*_a, **_k):
+    pass
+
+
+def test_val_split_selects_best_on_validation_not_test(mnist_dir, tmp_path):
+    r = train(_cfg(epochs=2, val_split=1000), tmp_path / "r", data_dir=mnist_dir, log=_quiet)
+    assert all("val_mse" in m for m in r.metrics)
+    meta = json.loads((tmp_path / "r" / "checkpoints" / "best.json").read_text())
+    assert meta["best"]["metric"] == "val_mse"
+    assert meta["best"]["value"] == min(m["val_mse"] for m in r.metrics)
+
+
+def test_exclude_digits_leaves_them_out(mnist_dir, tmp_path):
+    t = Trainer(_cfg(limit=None, exclude_digits=[9]), tmp_path / "r", data_dir=mnist_dir, log=_quiet)
+    t._load_data()
+    assert len(t.train_x) == 60000 - 5949  # MNIST has 5,949 training nines
+
+
+def test_padded_batch_step_equals_the_ragged_batch():
+    """The --cuda-graphs padding (weight-0 repeats) must not change the optimisation step."""
+    torch.manual_seed(0)
+    m = build_model("linear")
+    obj = Objective(m, "mse", "fp32")
+    x = torch.rand(5, 1, 28, 28)
+    g1 = torch.autograd.grad(obj(x, x).mean(), list(m.parameters()))
+    xp = torch.cat([x, x[:3]])
+    w = torch.tensor([1.0] * 5 + [0.0] * 3)
+    g2 = torch.autograd.grad((obj(xp, xp) * w).sum() / w.sum(), list(m.parameters()))
+    for a, b in zip(g1, g2, strict=True):
+        assert torch.allclose(a, b, atol=1e-7)
+
+
+def test_schedules():
+    assert lr_factor("constant", 5, 10) == 1.0
+    assert lr_factor("cosine", 0, 11) == pytest.approx(1.0)
+    assert lr_factor("cosine", 10, 11) == pytest.approx(0.0, abs=1e-12)
+    peak = [lr_factor("onecycle", s, 101) for s in range(101)]
+    assert peak[0] == pytest.approx(1 / 25) and max(peak) == pytest.approx(1.0)
+    assert peak.index(max(peak)) == 30 and peak[-1] < 1e-4
+
+
+@pytest.mark.parametrize("noise", ["gaussian:0.3", "masking:0.5"])
+def test_noise_corrupts_and_stays_in_range(noise):
+    x = torch.rand(64, 1, 28, 28)
+    y = corrupt(x, noise, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert (y - x).abs().mean() > 0.05
+    if noise.startswith("masking"):
+        assert ((y == 0).float().mean() - 0.5).abs() < 0.05
+
+
+def test_bad_noise_is_a_clear_error():
+    with pytest.raises(AelabError, match="gaussian:SIGMA"):
+        _cfg(noise="salt:2")
+
+
+@pytest.mark.parametrize("kw", [dict(loss="bce", optimizer="adamw", schedule="onecycle", grad_clip=1.0),
+                                dict(noise="masking:0.5"), dict(precision="bf16")])
+def test_options_train_and_lower_the_loss(mnist_dir, tmp_path, kw):
+    r = train(_cfg(epochs=2, **kw), tmp_path / "r", data_dir=mnist_dir, log=_quiet)
+    assert r.metrics[1]["test_mse"] < r.metrics[0]["test_mse"]
+
+
+def test_cuda_graphs_needs_cuda(tmp_path):
+    with pytest.raises(AelabError, match="CUDA"):
+        Trainer(_cfg(cuda_graphs=True), tmp_path / "r", log=_quiet)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_match_one_process(mnist_dir, tmp_path):
+    """torchrun, 2 processes, gloo: batch 64 per rank is the single-process batch of 128.
+    Tolerance: test MSE within 1e-4 relative (only the all-reduce's summation order differs)."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    args = ["train", "linear", "--epochs", "2", "--limit", "2048", "--device", "cpu",
+            "--data-dir", str(mnist_dir)]
+    p = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "aelab", *args,
+                        "--run-dir", str(tmp_path / "ddp")], capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("run folder:") == 1 and p.stdout.count("epoch   2/2") == 1
+    single = train(_cfg(epochs=2, limit=2048, batch_size=128), tmp_path / "one",
+                   data_dir=mnist_dir, log=_quiet)
+    ddp = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in ddp] == [1, 2]  # written once, by rank 0
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == [
+        "best.json", "best.safetensors", "last.json", "last.safetensors"]
+    assert ddp[-1]["test_mse"] == pytest.approx(single.metrics[-1]["test_mse"], rel=1e-4)
