@@ -75,10 +75,11 @@ def test_figures_follow_the_seeds_every_four_epochs(mnist_dir, tmp_path):
         "recon_epoch01.png", "recon_epoch05.png", "recon_epoch06.png"]
 
 
-def test_resume_gives_the_weights_of_an_uninterrupted_run(mnist_dir, tmp_path):
+@pytest.mark.parametrize("model", ["linear", "conv"])
+def test_resume_gives_the_weights_of_an_uninterrupted_run(mnist_dir, tmp_path, model):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert _train(mnist_dir, a, "linear", "--epochs", "3", "--seed", "7") == 0
-    assert _train(mnist_dir, b, "linear", "--epochs", "1", "--seed", "7") == 0
+    assert _train(mnist_dir, a, model, "--epochs", "3", "--seed", "7") == 0
+    assert _train(mnist_dir, b, model, "--epochs", "1", "--seed", "7") == 0
     assert main(["train", "--resume", str(b), "--epochs", "3", "--data-dir", str(mnist_dir)]) == 0
     wa = load_file(a / "checkpoints" / "last.safetensors")
     wb = load_file(b / "checkpoints" / "last.safetensors")

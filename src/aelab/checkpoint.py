@@ -97,9 +97,23 @@ def restore_training_state(tensors: dict, meta: dict, model, optimizer) -> None:
     """Load weights, optimizer state and RNG state saved by save_checkpoint."""
     model.load_state_dict(model_state(tensors))
     optimizer.load_state_dict(_optimizer_from_tensors(tensors, meta["optimizer"]))
+    _match_param_layouts(optimizer)
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
+
+
+def _match_param_layouts(optimizer) -> None:
+    """Give each restored state tensor its parameter's memory layout. Checkpoints store
+    contiguous tensors, but a channels_last model's parameters are NHWC, and fused
+    optimizers walk parameter and state memory in step: mismatched strides would pair
+    the wrong elements."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 @dataclass
