@@ -14,7 +14,7 @@ EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
 # Modules whose `add_cli(subparsers)` adds a subcommand and sets `func` on it. They must
 # import nothing heavy at module level, since the parser is built on every call.
-PLUGIN_COMMANDS: list[str] = []
+PLUGIN_COMMANDS: list[str] = ["aelab.bench"]
 
 
 def _data_dir_help() -> str:
@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--figure-every", type=int, default=None,
                    help=f"draw reconstructions after epochs 1, 1+K, 1+2K... and the last "
                    f"(default: {D.figure_every}: epochs 1, 5, 9, 13)")
+    _add_beyond_seed_args(p, D)
     p.add_argument("--run-dir", type=Path, default=None,
                    help="write the run into exactly this folder (default: runs/<model>-<timestamp>)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
@@ -85,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"],
                    help="which checkpoint (default: best)")
+    p.add_argument("--noise", default=None,
+                   help="score denoising: corrupt the test inputs (gaussian:SIGMA or masking:P, "
+                   "fixed seed) and compare reconstructions with the clean images; writes "
+                   "eval-noise-<spec>.json (default: clean inputs, eval.json)")
     _add_common(p)
 
     p = sub.add_parser("reconstruct", help="draw originals over reconstructions",
@@ -116,6 +121,49 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _add_beyond_seed_args(p: argparse.ArgumentParser, D) -> None:
+    """Training options beyond the seed; each defaults to the seed's behaviour."""
+    from .config import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES
+    from .presets import PRESETS
+
+    g = p.add_argument_group("beyond the seed (defaults keep the seed's behaviour)")
+    g.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="start from a named preset's exact settings; other flags override it "
+                   "(default: none)")
+    g.add_argument("--latent-dim", type=int, default=None,
+                   help="code size, for models that take one (default: the model's own)")
+    g.add_argument("--model-args", default=None, metavar="JSON",
+                   help='other model arguments as a JSON object, e.g. \'{"hidden": [256, 64]}\' '
+                   "(default: {})")
+    g.add_argument("--loss", default=None, choices=LOSSES,
+                   help=f"reconstruction loss, mean over pixels; evaluation always reports "
+                   f"squared error (default: {D.loss})")
+    g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help=f"(default: {D.optimizer})")
+    g.add_argument("--schedule", default=None, choices=SCHEDULES,
+                   help=f"learning rate per step: constant (the seed), cosine to 0, or one-cycle "
+                   f"(default: {D.schedule})")
+    g.add_argument("--grad-clip", type=float, default=None,
+                   help="clip the global gradient norm to this (default: no clipping)")
+    g.add_argument("--val-split", type=int, default=None,
+                   help="hold out the last N training images; the `best` checkpoint is then "
+                   f"chosen on them instead of the test set (default: {D.val_split})")
+    g.add_argument("--noise", default=None,
+                   help="denoising: gaussian:SIGMA adds N(0, SIGMA^2) noise clipped to [0,1]; "
+                   "masking:P zeroes each pixel with probability P; the model learns to "
+                   "reconstruct the clean image (default: none)")
+    g.add_argument("--exclude-digits", type=int, nargs="+", default=None, metavar="D",
+                   help="leave these labels out of training (default: none)")
+    g.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help=f"bf16 autocasts forward passes; losses stay float32 (default: {D.precision})")
+    g.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the model and loss (default: off)")
+    g.add_argument("--cuda-graphs", action="store_true", default=None,
+                   help="CUDA only: capture each fixed-shape training step as a CUDA graph "
+                   "(torch.compile mode reduce-overhead). The ragged last batch of an epoch is "
+                   "padded to full size with weight-0 repeats of that epoch's first images, so "
+                   "shapes never change and the step equals the ragged one (default: off)")
+
+
 # --- commands -------------------------------------------------------------------------
 
 
@@ -127,13 +175,35 @@ def cmd_data(a) -> int:
     return 0
 
 
-def _train_config(a):
-    from .config import TrainConfig
+CONFIG_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "limit", "dataset",
+                "figure_every", "device", "loss", "optimizer", "schedule", "grad_clip",
+                "val_split", "noise", "exclude_digits", "precision", "compile", "cuda_graphs")
 
-    fields = {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr,
-              "weight_decay": a.weight_decay, "seed": a.seed, "limit": a.limit,
-              "dataset": a.dataset, "figure_every": a.figure_every, "device": a.device}
-    return TrainConfig(model=a.model, **{k: v for k, v in fields.items() if v is not None})
+
+def _train_config(a):
+    """Seed defaults, then the preset (if any), then the flags given on the command line."""
+    import json
+
+    from .config import TrainConfig
+    from .presets import PRESETS
+
+    base = dict(PRESETS[a.preset]) if a.preset else {}
+    if a.model is not None:
+        base["model"] = a.model
+    model_args = dict(base.get("model_args", {}))
+    if a.model_args is not None:
+        try:
+            extra = json.loads(a.model_args)
+        except json.JSONDecodeError as e:
+            raise AelabError(f"--model-args is not valid JSON ({e}); e.g. '{{\"latent_dim\": 8}}'") from None
+        if not isinstance(extra, dict):
+            raise AelabError("--model-args must be a JSON object, e.g. '{\"latent_dim\": 8}'")
+        model_args.update(extra)
+    if a.latent_dim is not None:
+        model_args["latent_dim"] = a.latent_dim
+    base["model_args"] = model_args
+    base.update({k: getattr(a, k) for k in CONFIG_FLAGS if getattr(a, k) is not None})
+    return TrainConfig.from_dict(base)
 
 
 def cmd_train(a) -> int:
@@ -141,16 +211,19 @@ def cmd_train(a) -> int:
     from . import trainer as T
 
     if a.resume is not None:
-        fixed = [f"--{k.replace('_', '-')}" for k in ("batch_size", "lr", "weight_decay", "seed",
-                 "limit", "dataset", "figure_every", "run_dir") if getattr(a, k) is not None]
+        changeable = ("epochs", "device")
+        names = [k for k in CONFIG_FLAGS if k not in changeable] + [
+            "run_dir", "preset", "latent_dim", "model_args"]
+        fixed = [f"--{k.replace('_', '-')}" for k in names if getattr(a, k) is not None]
         if a.model is not None or fixed:
             raise AelabError(f"--resume continues a run with its own settings; drop "
                              f"{', '.join(fixed + (['MODEL'] if a.model else []))} "
                              "(only --epochs and --device may change)")
         result = T.resume(a.resume, epochs=a.epochs, device=a.device, data_dir=a.data_dir)
     else:
-        if a.model is None:
-            raise AelabError("name a model to train (e.g. `aelab train conv`), or --resume RUN_DIR")
+        if a.model is None and a.preset is None:
+            raise AelabError("name a model to train (e.g. `aelab train conv`), a --preset, "
+                             "or --resume RUN_DIR")
         result = T.train(_train_config(a), a.run_dir, data_dir=a.data_dir)
     if not D.from_env().is_main:  # under torchrun only rank 0 speaks
         return 0
@@ -165,11 +238,14 @@ def cmd_train(a) -> int:
 def cmd_eval(a) -> int:
     from .evaluate import evaluate_run, format_table
 
-    results = [evaluate_run(d, a.checkpoint, data_dir=a.data_dir, device=a.device or "auto")
-               for d in a.run_dirs]
+    results = [evaluate_run(d, a.checkpoint, data_dir=a.data_dir, device=a.device or "auto",
+                            noise=a.noise) for d in a.run_dirs]
+    if a.noise:
+        print(f"test inputs corrupted by {a.noise}; errors are against the clean images")
     print(format_table(results))
     for r in results:
-        print(f"wrote {Path(r['run_dir']) / 'eval.json'}")
+        name = "eval.json" if not a.noise else f"eval-noise-{a.noise.replace(':', '-')}.json"
+        print(f"wrote {Path(r['run_dir']) / name}")
     return 0
 
 

@@ -15,6 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from ._io import atomic_write_bytes
+from .config import parse_noise
 
 PIXELS = 28 * 28
 
@@ -25,17 +26,20 @@ def to_float(images_u8: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def reconstruction_sse(model, images_u8: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def reconstruction_sse(model, images_u8: torch.Tensor, batch_size: int = 1000,
+                       corrupt_fn=None) -> torch.Tensor:
     """Per-image squared error summed over pixels, (N,) float64 on the CPU.
 
     The model and the images must be on the same device; the model is put in eval mode.
+    `corrupt_fn(x)`, if given, makes the model's input; the error is against the clean x.
     """
     was_training = model.training
     model.eval()
     out = []
     for i in range(0, len(images_u8), batch_size):
         x = to_float(images_u8[i : i + batch_size])
-        err = (model(x).float() - x).square().flatten(1).sum(1)  # (B,)
+        x_in = corrupt_fn(x) if corrupt_fn is not None else x
+        err = (model(x_in).float() - x).square().flatten(1).sum(1)  # (B,)
         out.append(err.double().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
@@ -105,21 +109,33 @@ def pca_sse(basis: dict, test_u8: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "auto",
-                 log=print) -> dict:
+                 noise: str | None = None, log=print) -> dict:
     """Test-set metrics of a run folder's checkpoint, with PCA at the same code size;
-    written to RUN_DIR/eval.json and returned."""
+    written to RUN_DIR/eval.json (RUN_DIR/eval-noise-<spec>.json with `noise`) and returned.
+
+    noise: corrupt the test inputs ("gaussian:0.3", "masking:0.5"; fixed seed) and score
+    the reconstructions against the clean images. Models with an `extra_metrics(images)`
+    method (the VAE's likelihood bounds) add their own entries."""
     from . import data as data_mod
     from ._io import atomic_write_json
     from .checkpoint import load_run
     from .models import count_parameters
-    from .trainer import read_metrics, resolve_device
+    from .trainer import corrupt, epoch_generator, read_metrics, resolve_device
 
     dev = resolve_device(device)
     run = load_run(run_dir, which, device=dev)
     ds = run.config.dataset
     test_x, test_y = data_mod.load_dataset(ds, "test", data_dir=data_dir, log=log)
-    sse = reconstruction_sse(run.model, test_x.to(dev), run.config.eval_batch_size)
+    corrupt_fn = None
+    if noise is not None:
+        parse_noise(noise)  # a bad spec fails before any work
+        gen = epoch_generator(12345, 0, dev)
+        corrupt_fn = lambda x: corrupt(x, noise, gen)  # noqa: E731
+    sse = reconstruction_sse(run.model, test_x.to(dev), run.config.eval_batch_size, corrupt_fn)
     result = summarize(sse, test_y)
+    if hasattr(run.model, "extra_metrics"):
+        with torch.inference_mode():
+            result.update(run.model.extra_metrics(test_x.to(dev)))
     k = int(run.model.latent_dim)
     result["pca_sse_per_image"] = pca_for(ds, k, data_dir=data_dir, log=log).mean().item()
     metrics = read_metrics(run.run_dir)
@@ -128,8 +144,10 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
         params=count_parameters(run.model), epoch=run.meta["epoch"], dataset=ds,
         data_checksum=run.meta["data_checksum"],
         train_seconds=sum(m["epoch_seconds"] for m in metrics if m["epoch"] <= run.meta["epoch"]),
+        noise=noise,
     )
-    atomic_write_json(Path(run.run_dir) / "eval.json", result)
+    name = "eval.json" if noise is None else f"eval-noise-{noise.replace(':', '-')}.json"
+    atomic_write_json(Path(run.run_dir) / name, result)
     return result
 
 
