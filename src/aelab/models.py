@@ -110,3 +110,7 @@ class ConvAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
+
+
+# Models defined in their own modules register themselves when imported here.
+from . import modern, vae  # noqa: E402, F401

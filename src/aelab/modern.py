@@ -1,0 +1,1 @@
+"""Modern autoencoders for the results table (mlp, convnet); registered on import."""

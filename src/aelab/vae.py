@@ -1,0 +1,1 @@
+"""Variational autoencoder; registered on import."""
