@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aelab-installed
 
-.PHONY: demo test data lint clean-venv
+.PHONY: demo test data system-deps results lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,17 @@ data: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/aelab demo
 
-test: data
+# Debian packages the tests use: Chromium for the browser tests, and the official
+# Fashion-MNIST files. Installed when running as root with apt (as CI does); elsewhere
+# the tests that need them skip and say why.
+SYSTEM_PACKAGES := chromium dataset-fashion-mnist
+system-deps:
+	@if [ -x /usr/bin/chromium ] && [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	else echo "note: install $(SYSTEM_PACKAGES) (Debian) for the browser and Fashion-MNIST tests"; fi
+
+test: data system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -296,7 +296,10 @@ class Trainer:
         seen, total_steps = 0, self.steps_per_epoch() * c.epochs
         step0 = (epoch - 1) * self.steps_per_epoch()
         bar = _progress(self.progress, self.steps_per_epoch(), epoch)
+        mark_step = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
         for s, (idx, w, n_real) in enumerate(self.batches(epoch)):
+            if c.cuda_graphs and mark_step is not None:
+                mark_step()  # a new iteration: the previous step's graph outputs may be reused
             if c.schedule != "constant":
                 for group in opt.param_groups:
                     group["lr"] = c.lr * lr_factor(c.schedule, step0 + s, total_steps)
