@@ -1,0 +1,224 @@
+"""`aelab anomaly`: anomaly detection by reconstruction error, one class held out.
+
+For each held-out class d: train a model on the training images of the other nine classes,
+score every test image by its reconstruction error (squared error summed over the 784
+pixels), and measure how well that score ranks the test images of d (the positives, never
+seen in training) above the others: the area under the ROC curve (1.0: every held-out
+image scores higher than every other; 0.5: no better than chance).
+
+Output folder (--out): holdout-D/ per class (a normal run folder, plus roc.png,
+scores.png and anomaly.json), and anomaly.json + anomaly.md with the table of AUCs
+(and roc_all.png when all ten classes are held out in turn).
+"""
+
+# Module level imports nothing heavy: this module is imported whenever the CLI is built.
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime
+from pathlib import Path
+
+from .errors import AelabError
+
+EPOCHS = 3
+
+
+# --- scoring --------------------------------------------------------------------------
+
+
+def roc_auc(scores, is_positive) -> float:
+    """Area under the ROC curve of `scores` (N,) for boolean labels (N,); ties count half."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(is_positive, dtype=bool)
+    if y.all() or not y.any():
+        raise AelabError(f"an AUC needs positives and negatives; got {int(y.sum())} positives "
+                         f"among {len(y)} test images")
+    return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64)))
+
+
+def score_holdout(scores, labels, digit: int) -> dict:
+    """Summary of per-image anomaly scores (N,) when class `digit` is the anomaly."""
+    import numpy as np
+
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels) == digit
+    return {"holdout": digit, "auc": roc_auc(s, y), "n_positive": int(y.sum()),
+            "n_negative": int((~y).sum()), "mean_score_positive": float(s[y].mean()),
+            "mean_score_negative": float(s[~y].mean())}
+
+
+# --- figures --------------------------------------------------------------------------
+
+
+def roc_figure(curves: list[tuple[str, object, object]], path: Path, title: str = "") -> Path:
+    """ROC curves: one (label, false positive rates, true positive rates) per line."""
+    from matplotlib.figure import Figure
+
+    from .figures import _save
+
+    fig = Figure(figsize=(4.6, 4.2))
+    ax = fig.subplots()
+    for label, fpr, tpr in curves:
+        ax.plot(fpr, tpr, lw=1.3, label=label)
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def score_histogram(scores, is_positive, path: Path, *, positive: str, title: str = "") -> Path:
+    """Histograms (as densities) of the scores of held-out and other test images, log bins:
+    reconstruction errors are skewed, spanning a decade or more."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from .figures import _save
+
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(is_positive, dtype=bool)
+    lo, hi = max(s.min(), 1e-6), max(s.max(), 2e-6)
+    bins = np.geomspace(lo, hi, 60)
+    fig = Figure(figsize=(5.5, 3.4))
+    ax = fig.subplots()
+    ax.hist(s[~y], bins=bins, density=True, alpha=0.6, label="other test images")
+    ax.hist(s[y], bins=bins, density=True, alpha=0.6, label=f"held out: {positive}")
+    ax.set_xscale("log")
+    ax.set_xlabel("reconstruction error (squared error summed over 784 pixels)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# --- one held-out class ---------------------------------------------------------------
+
+
+def holdout_run(digit: int, out: Path, *, model: str, dataset: str, epochs: int, seed: int,
+                limit: int | None, device: str, data_dir=None, log=print) -> dict:
+    """Train without class `digit`, score the test set, write figures; returns the summary
+    (with the ROC curve's points under "roc")."""
+    from sklearn.metrics import roc_curve
+
+    from ._io import atomic_write_json
+    from .config import TrainConfig
+    from .data import load_dataset
+    from .evaluate import reconstruction_sse
+    from .explore import class_names
+    from .trainer import train
+
+    cfg = TrainConfig(model=model, dataset=dataset, epochs=epochs, seed=seed, limit=limit,
+                      device=device, exclude_digits=[digit], figure_every=epochs)
+    run_dir = out / f"holdout-{digit}"
+    result = train(cfg, run_dir, data_dir=data_dir, log=lambda m: log(f"[holdout {digit}] {m}"),
+                   progress=False)
+    test_x, test_y = load_dataset(dataset, "test", data_dir=data_dir, log=log)
+    dev = next(result.model.parameters()).device
+    scores = reconstruction_sse(result.model, test_x.to(dev)).numpy()  # (N,) float64
+    summary = score_holdout(scores, test_y.numpy(), digit)
+    name = class_names(dataset)[digit]
+    summary.update(name=name, run_dir=str(run_dir), model=model, dataset=dataset, epochs=epochs,
+                   seed=seed, limit=limit, score="reconstruction squared error per image")
+    fpr, tpr, _ = roc_curve(test_y.numpy() == digit, scores)
+    title = f"{model} trained without {name}: AUC {summary['auc']:.3f}"
+    roc_figure([(f"held out {name}", fpr, tpr)], run_dir / "roc.png", title=title)
+    score_histogram(scores, test_y.numpy() == digit, run_dir / "scores.png", positive=name,
+                    title=title)
+    atomic_write_json(run_dir / "anomaly.json", summary)
+    return dict(summary, roc=(fpr, tpr))
+
+
+# --- the whole command ----------------------------------------------------------------
+
+
+def format_table(results: list[dict], markdown: bool = True) -> str:
+    """One row per held-out class: AUC and the mean scores of both groups; then the mean AUC."""
+    header = ["held out", "ROC AUC", "mean error, held out", "mean error, others"]
+    rows = [[r["name"], f"{r['auc']:.3f}", f"{r['mean_score_positive']:.2f}",
+             f"{r['mean_score_negative']:.2f}"] for r in results]
+    if len(results) > 1:
+        rows.append(["mean", f"{sum(r['auc'] for r in results) / len(results):.3f}", "", ""])
+    if not markdown:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+        return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
+                         for r in [header, *rows])
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def anomaly(holdouts: list[int], out: Path, *, model: str = "conv", dataset: str = "mnist",
+            epochs: int = EPOCHS, seed: int = 0, limit: int | None = None, device: str = "auto",
+            data_dir=None, log=print) -> list[dict]:
+    """Hold out each class in turn; writes out/anomaly.json, out/anomaly.md (and
+    out/roc_all.png for several classes); returns the per-class summaries."""
+    from ._io import atomic_write_json, atomic_write_text
+
+    if epochs < 1:
+        raise AelabError(f"--epochs {epochs}: train for at least one epoch")
+    results = []
+    for d in holdouts:
+        t0 = time.perf_counter()
+        r = holdout_run(d, out, model=model, dataset=dataset, epochs=epochs, seed=seed,
+                        limit=limit, device=device, data_dir=data_dir, log=log)
+        r["seconds"] = time.perf_counter() - t0
+        log(f"held out {r['name']}: ROC AUC {r['auc']:.4f}  ({r['seconds']:.0f}s)")
+        results.append(r)
+    curves = [(f"{r['name']}: {r['auc']:.3f}", *r.pop("roc")) for r in results]
+    if len(results) > 1:
+        roc_figure(curves, out / "roc_all.png", title=f"{model} on {dataset}, one class held out")
+    atomic_write_json(out / "anomaly.json", {"results": results})
+    atomic_write_text(out / "anomaly.md", format_table(results) + "\n")
+    return results
+
+
+def cmd_anomaly(a) -> int:
+    digits = list(range(10)) if a.holdout_digit == "all" else [int(a.holdout_digit)]
+    out = a.out or Path("runs") / f"anomaly-{a.model}-{datetime.now():%Y%m%d-%H%M%S}"
+    t0 = time.perf_counter()
+    results = anomaly(digits, out, model=a.model, dataset=a.dataset, epochs=a.epochs, seed=a.seed,
+                      limit=a.limit, device=a.device or "auto", data_dir=a.data_dir)
+    print(f"\n{a.model} on {a.dataset}, {a.epochs} epochs per held-out class; "
+          f"score = reconstruction error; positives = the held-out class")
+    print(format_table(results, markdown=False))
+    print(f"wrote {out / 'anomaly.md'} and {out / 'anomaly.json'} "
+          f"in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+def add_cli(sub) -> None:
+    from .data import DATASETS
+    from .models import MODELS
+
+    p = sub.add_parser("anomaly", help="anomaly detection: hold one class out, score by "
+                       "reconstruction error", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--holdout-digit", required=True, choices=[*map(str, range(10)), "all"],
+                   metavar="{0..9,all}",
+                   help="the class left out of training and scored as the anomaly; `all` "
+                   "holds out each of the ten in turn (required)")
+    p.add_argument("--model", default="conv", choices=sorted(MODELS), help="model (default: conv)")
+    p.add_argument("--epochs", type=int, default=EPOCHS,
+                   help=f"training epochs per held-out class; 3 keeps `all` with conv to a few "
+                   f"minutes on a laptop CPU (default: {EPOCHS})")
+    p.add_argument("--limit", type=int, default=None,
+                   help="train on the first N remaining training images (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS),
+                   help="dataset (default: mnist)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: runs/anomaly-<model>-<timestamp>)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="dataset folder (default: $AELAB_DATA_DIR, else ./data)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to compute (default: auto = cuda, else mps, else cpu)")
+    p.set_defaults(func=cmd_anomaly)

@@ -1,0 +1,345 @@
+"""`aelab explore RUN_DIR`: look inside a trained model's code space.
+
+Writes five PNGs into RUN_DIR/explore/ (or --out):
+
+* latent_map.png: the test codes in 2-D, coloured by class. Codes of size 2 are drawn as
+  they are; larger ones are projected by PCA (all test images) and by t-SNE (a random
+  subsample, since t-SNE costs O(n log n) per iteration).
+* interpolation.png: decoded codes on the path between pairs of test images: straight lines
+  for an autoencoder, great circles (slerp) for a VAE, whose codes concentrate on a shell.
+* traversal.png: the mean training code moved from -3 to +3 standard deviations along each
+  code dimension (codes of size <= 8) or along the top 8 principal directions of the codes.
+* samples.png: decoded random codes: from the prior N(0, I) for a VAE, from a Gaussian with
+  the mean and full covariance of the training codes for a plain autoencoder.
+* neighbours.png: a few test images and their nearest training images by code distance.
+"""
+
+# Module level imports nothing heavy: this module is imported whenever the CLI is built.
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .errors import AelabError
+
+TSNE_POINTS = 2000
+N_NEIGHBOURS = 8
+N_QUERIES = 6
+MAX_TRAVERSE = 8  # code dimensions drawn one by one; beyond this, principal directions
+TRAVERSE_SIGMAS = 3.0
+N_STEPS = 9
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
+
+
+def class_names(dataset: str) -> list[str]:
+    """Names for labels 0-9 in legends and tables."""
+    return list(FASHION_CLASSES) if dataset == "fashion-mnist" else [str(d) for d in range(10)]
+
+
+# --- codes ----------------------------------------------------------------------------
+
+
+def encode_all(model, images_u8, batch_size: int = 1000):
+    """Codes of uint8 images (N, 28, 28) on the model's device -> float32 (N, L) on the CPU."""
+    import torch
+
+    from .evaluate import to_float
+
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        out = [model.encode(to_float(images_u8[i : i + batch_size].to(dev))).float().cpu()
+               for i in range(0, len(images_u8), batch_size)]
+    return torch.cat(out)
+
+
+def decode_np(model, z):
+    """Codes (n, L) -> images as numpy (n, 28, 28) in [0, 1]."""
+    import torch
+
+    dev = next(model.parameters()).device
+    with torch.inference_mode():
+        return model.decode(z.float().to(dev)).float().cpu()[:, 0].numpy()
+
+
+def principal_directions(codes):
+    """Mean (L,), principal directions (L, L) as rows, and their variances (L,), largest
+    first: the eigen-decomposition of the codes' covariance, in float64."""
+    import torch
+
+    c = codes.double()
+    mean = c.mean(0)
+    centred = c - mean
+    cov = centred.T @ centred / max(len(c) - 1, 1)  # (L, L)
+    var, vecs = torch.linalg.eigh(cov)  # ascending
+    order = var.argsort(descending=True)
+    return mean, vecs[:, order].T, var[order].clamp(min=0)
+
+
+def lerp(a, b, t):
+    """Straight line between codes a, b (L,) at fractions t (T,) -> (T, L)."""
+    t = t[:, None]
+    return (1 - t) * a + t * b
+
+
+# --- figures --------------------------------------------------------------------------
+
+
+def _scatter_panel(ax, xy, labels, title: str) -> None:
+    import numpy as np
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    ax.scatter(xy[:, 0], xy[:, 1], c=cmap(np.asarray(labels) % 10), s=2, alpha=0.6, linewidths=0)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _legend(fig, names) -> None:
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    cmap = colormaps["tab10"]
+    handles = [Line2D([], [], ls="", marker="o", color=cmap(i), label=n) for i, n in enumerate(names)]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+
+
+def latent_map(codes, labels, names, path: Path, *, tsne_points: int, seed: int,
+               title: str = "") -> Path:
+    """Test codes (N, L) in 2-D, one colour per class: as they are when L = 2, else PCA of
+    all N and t-SNE of a seeded random subsample of tsne_points (0: PCA only)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from .figures import _save
+
+    z, y = codes.numpy(), labels.numpy()
+    panels = []
+    if z.shape[1] <= 2:
+        xy = z if z.shape[1] == 2 else np.c_[z, np.random.default_rng(seed).uniform(-1, 1, len(z))]
+        panels.append((xy, y, "codes as they are" + (" (y: jitter)" if z.shape[1] == 1 else "")))
+    else:
+        panels.append(_pca_panel(z, y))
+        if tsne_points > 0:
+            panels.append(_tsne_panel(z, y, tsne_points, seed))
+    fig = Figure(figsize=(4.2 * len(panels) + 1.4, 4.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (xy, lab, sub) in zip(axes, panels, strict=True):
+        _scatter_panel(ax, xy, lab, sub)
+    _legend(fig, names)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.02, right=1 - 1.4 / fig.get_figwidth(), bottom=0.03, top=0.86,
+                        wspace=0.05)
+    return _save(fig, path)
+
+
+def _pca_panel(z, y):
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2)
+    xy = pca.fit_transform(z)  # (N, 2)
+    share = pca.explained_variance_ratio_.sum()
+    return xy, y, f"PCA, {len(z):,} images ({share:.0%} of code variance)"
+
+
+def _tsne_panel(z, y, n: int, seed: int):
+    import numpy as np
+    from sklearn.manifold import TSNE
+
+    idx = np.random.default_rng(seed).choice(len(z), size=min(n, len(z)), replace=False)
+    perplexity = min(30.0, (len(idx) - 1) / 3)  # t-SNE needs perplexity < n
+    xy = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(z[idx])
+    return xy, y[idx], f"t-SNE, {len(idx):,} random images"
+
+
+def interpolation_figure(model, test_x, test_y, names, path: Path, *, variational: bool,
+                         seed: int, title: str = "") -> Path:
+    """Rows: test image a, decoded codes from a to b (N_STEPS + 2 points incl. ends), image b."""
+    import numpy as np
+    import torch
+
+    from .evaluate import to_float
+    from .figures import image_rows
+    from .vae import slerp
+
+    path_fn, kind = (slerp, "slerp") if variational else (lerp, "linear")
+    pairs = _pairs(test_y, 6, seed)
+    codes = encode_all(model, test_x[pairs.flatten()]).view(len(pairs), 2, -1)
+    t = torch.linspace(0, 1, N_STEPS)
+    rows = []
+    for (ia, ib), (za, zb) in zip(pairs.tolist(), codes, strict=True):
+        ends = to_float(test_x[[ia, ib]])[:, 0].numpy()
+        middle = decode_np(model, path_fn(za, zb, t))
+        label = f"{names[int(test_y[ia])]} > {names[int(test_y[ib])]}"
+        rows.append((label, np.concatenate([ends[:1], middle, ends[1:]])))
+    head = f"{kind} interpolation; first and last columns: the test images"
+    return image_rows(rows, path, title=f"{title}: {head}" if title else head)
+
+
+def _pairs(labels, n: int, seed: int):
+    """n seeded pairs of test indices whose labels differ: (n, 2)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    while len(out) < n:
+        a, b = torch.randint(len(labels), (2,), generator=g).tolist()
+        if labels[a] != labels[b]:
+            out.append((a, b))
+    return torch.tensor(out)
+
+
+def traversal_figure(model, train_codes, path: Path, title: str = "") -> Path:
+    """Rows: the mean code + s * std along one direction, s from -3 to +3."""
+    import torch
+
+    from .figures import image_rows
+
+    L = train_codes.shape[1]
+    mean, dirs, var = principal_directions(train_codes)
+    if L <= MAX_TRAVERSE:  # each code dimension by itself
+        dirs, std = torch.eye(L, dtype=torch.float64), train_codes.double().std(0)
+        names = [f"z{j + 1}" for j in range(L)]
+    else:
+        dirs, std = dirs[:MAX_TRAVERSE], var[:MAX_TRAVERSE].sqrt()
+        names = [f"PC{j + 1}" for j in range(MAX_TRAVERSE)]
+    s = torch.linspace(-TRAVERSE_SIGMAS, TRAVERSE_SIGMAS, N_STEPS, dtype=torch.float64)
+    rows = [(name, decode_np(model, mean + s[:, None] * sd * d))
+            for name, d, sd in zip(names, dirs, std, strict=True)]
+    how = "code dimension" if L <= MAX_TRAVERSE else f"principal direction (of {L})"
+    head = f"mean code moved -3 to +3 std along each {how}"
+    return image_rows(rows, path, title=f"{title}: {head}" if title else head)
+
+
+def sample_codes(train_codes, n: int, *, variational: bool, seed: int):
+    """n random codes (n, L): N(0, I) for a VAE's prior, else a Gaussian with the training
+    codes' mean and full covariance (sampled through its eigen-decomposition, which also
+    copes with a singular covariance)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(n, train_codes.shape[1], generator=g, dtype=torch.float64)
+    if variational:
+        return eps
+    mean, dirs, var = principal_directions(train_codes)
+    return mean + (eps * var.sqrt()) @ dirs  # covariance dirs.T diag(var) dirs
+
+
+def samples_figure(model, train_codes, path: Path, *, variational: bool, seed: int,
+                   title: str = "", rows: int = 6, cols: int = 12) -> Path:
+    from .figures import image_rows
+
+    z = sample_codes(train_codes, rows * cols, variational=variational, seed=seed)
+    imgs = decode_np(model, z).reshape(rows, cols, 28, 28)
+    src = "prior N(0, I)" if variational else "Gaussian fitted to the training codes"
+    head = f"decoded random codes from the {src}"
+    return image_rows([("", r) for r in imgs], path, title=f"{title}: {head}" if title else head)
+
+
+def nearest_codes(queries, codes, k: int):
+    """Indices (Q, k) of the k rows of codes (N, L) nearest to each query (Q, L) in
+    Euclidean distance, closest first."""
+    import torch
+
+    dist = torch.cdist(queries.double(), codes.double())  # (Q, N)
+    return dist.topk(min(k, len(codes)), largest=False).indices
+
+
+def neighbours_figure(test_x, test_y, test_codes, train_x, train_y, train_codes, names,
+                      path: Path, *, k: int, seed: int, title: str = "") -> Path:
+    """Rows: a test image, then its k nearest training images by Euclidean code distance."""
+    import numpy as np
+    import torch
+
+    from .figures import image_rows
+
+    g = torch.Generator().manual_seed(seed)
+    queries = torch.randperm(len(test_x), generator=g)[:N_QUERIES]
+    nearest = nearest_codes(test_codes[queries], train_codes, k)  # (Q, k)
+    rows = []
+    for q, nn_idx in zip(queries.tolist(), nearest, strict=True):
+        same = int((train_y[nn_idx] == test_y[q]).sum())
+        imgs = torch.cat([test_x[q : q + 1], train_x[nn_idx]]).float().div(255).numpy()
+        rows.append((f"{names[int(test_y[q])]}: {same}/{k}", np.asarray(imgs)))
+    head = f"test image (left) and its {k} nearest training images in code space"
+    return image_rows(rows, path, title=f"{title}: {head}" if title else head)
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+def explore(run_dir, out: Path | None = None, *, which: str = "best", dataset: str | None = None,
+            data_dir=None, device: str = "auto", tsne_points: int = TSNE_POINTS,
+            neighbours: int = N_NEIGHBOURS, seed: int = 0, log=print) -> list[Path]:
+    """Draw the five figures for a run folder's checkpoint; returns their paths."""
+    import torch
+
+    from .checkpoint import load_run
+    from .data import load_dataset
+    from .trainer import resolve_device
+
+    if tsne_points < 0 or neighbours < 1:
+        raise AelabError(f"--tsne-points must be >= 0 (got {tsne_points}) and --neighbours "
+                         f">= 1 (got {neighbours})")
+    run = load_run(run_dir, which, device=resolve_device(device))
+    ds = dataset or run.config.dataset
+    out = Path(out) if out is not None else Path(run_dir) / "explore"
+    train_x, train_y = load_dataset(ds, "train", data_dir=data_dir, log=log)
+    test_x, test_y = load_dataset(ds, "test", data_dir=data_dir, log=log)
+    model, names = run.model, class_names(ds)
+    # NHWC lets oneDNN pick its fast convolution kernels, as the trainer does (layout only)
+    model.to(memory_format=torch.channels_last)
+    variational = bool(getattr(model, "variational", False))
+    title = f"{run.config.model} ({Path(run_dir).name}, {ds})"
+    train_codes, test_codes = encode_all(model, train_x), encode_all(model, test_x)
+    return [
+        latent_map(test_codes, test_y, names, out / "latent_map.png", tsne_points=tsne_points,
+                   seed=seed, title=title),
+        interpolation_figure(model, test_x, test_y, names, out / "interpolation.png",
+                             variational=variational, seed=seed, title=title),
+        traversal_figure(model, train_codes, out / "traversal.png", title=title),
+        samples_figure(model, train_codes, out / "samples.png", variational=variational,
+                       seed=seed, title=title),
+        neighbours_figure(test_x, test_y, test_codes, train_x, train_y, train_codes,
+                          names, out / "neighbours.png", k=neighbours, seed=seed, title=title),
+    ]
+
+
+def cmd_explore(a) -> int:
+    t0 = time.perf_counter()
+    paths = explore(a.run_dir, a.out, which=a.checkpoint, dataset=a.dataset, data_dir=a.data_dir,
+                    device=a.device or "auto", tsne_points=a.tsne_points,
+                    neighbours=a.neighbours, seed=a.seed)
+    for p in paths:
+        print(f"wrote {p}")
+    print(f"done in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def add_cli(sub) -> None:
+    from .data import DATASETS
+
+    p = sub.add_parser("explore", help="latent-space figures for a trained run",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: RUN_DIR/explore)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                   help="which checkpoint (default: best)")
+    p.add_argument("--dataset", default=None, choices=sorted(DATASETS),
+                   help="images to look at (default: the run's own dataset)")
+    p.add_argument("--tsne-points", type=int, default=TSNE_POINTS,
+                   help=f"random test images in the t-SNE panel; 0 draws PCA only "
+                   f"(default: {TSNE_POINTS})")
+    p.add_argument("--neighbours", type=int, default=N_NEIGHBOURS,
+                   help=f"nearest training images per query (default: {N_NEIGHBOURS})")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for subsamples, pairs, queries and random codes (default: 0)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="dataset folder (default: $AELAB_DATA_DIR, else ./data)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to compute (default: auto = cuda, else mps, else cpu)")
+    p.set_defaults(func=cmd_explore)
