@@ -39,3 +39,7 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Retrains the results table's presets (reusing finished runs) and writes docs/RESULTS.md.
+results: $(STAMP)
+	$(VENV)/bin/aelab results

@@ -15,7 +15,7 @@ EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 # Modules whose `add_cli(subparsers)` adds a subcommand and sets `func` on it. They must
 # import nothing heavy at module level, since the parser is built on every call.
 PLUGIN_COMMANDS: list[str] = [
-    "aelab.bench", "aelab.serve", "aelab.export", "aelab.explore", "aelab.anomaly",
+    "aelab.bench", "aelab.serve", "aelab.export", "aelab.explore", "aelab.anomaly", "aelab.results",
 ]
 
 

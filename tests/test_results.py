@@ -1,0 +1,184 @@
+"""The results table: presets, label probes, PCA rows, run reuse, and `aelab results
+--quick` end to end on a few rows."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from aelab.cli import main
+from aelab.config import TrainConfig
+from aelab.data import load_dataset
+from aelab.evaluate import pca_basis, pca_sse
+from aelab.models import build_model
+from aelab.presets import PRESETS
+from aelab.represent import knn_accuracy, pca_codes, probe_accuracy
+from aelab.results import ROWS, VAL_SPLIT, combine_seeds, ensure_trained, preset_config
+
+LEARNED = [r for r in ROWS if r.preset is not None]
+REQUIRED = {"name", "model", "latent_dim", "params", "sse_per_image", "sse_per_image_std",
+            "mse_per_pixel", "psnr_db", "knn_accuracy", "probe_accuracy", "epochs",
+            "train_seconds", "seeds", "preset", "hardware"}
+
+
+# --- presets and rows -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_a_valid_config_whose_model_builds(name):
+    cfg = TrainConfig.from_dict(PRESETS[name])
+    assert build_model(cfg.model, **cfg.model_args).latent_dim >= 1
+
+
+def test_rows_have_the_promised_code_sizes_seeds_and_honest_selection():
+    sizes = {r.name: build_model(**_model(r.preset)).latent_dim for r in LEARNED}
+    assert sizes == {"seed-linear": 5, "seed-conv": 64, "best-5": 5, "hinton2006-modern": 30,
+                     "best-30": 30, "best-64": 64}
+    assert {r.name: r.latent_dim for r in ROWS if r.preset is None} == {"pca5": 5, "pca30": 30, "pca64": 64}
+    assert next(r for r in ROWS if r.name == "best-30").seeds == 3
+    for r in LEARNED:
+        if not r.name.startswith("seed-"):  # the seed rows keep the seed's exact settings
+            assert PRESETS[r.preset]["val_split"] == VAL_SPLIT, r.name
+    assert PRESETS["seed-linear"] == {"model": "linear"} and PRESETS["seed-conv"] == {"model": "conv"}
+    assert PRESETS["hinton2006-modern"]["model_args"]["shape"] == "hinton2006"
+
+
+def _model(preset):
+    cfg = TrainConfig.from_dict(PRESETS[preset])
+    return {"name": cfg.model, **cfg.model_args}
+
+
+def test_quick_config_shrinks_a_preset_but_keeps_its_model():
+    full, quick = preset_config("best-30", 2, quick=False), preset_config("best-30", 2, quick=True)
+    assert full.seed == quick.seed == 2 and full.model_args == quick.model_args
+    assert quick.epochs == 1 and quick.limit == 256 and 0 < quick.val_split <= 1000
+    assert full.limit is None and full.val_split == VAL_SPLIT
+
+
+# --- label probes and PCA codes -------------------------------------------------------
+
+
+def test_probes_find_separable_labels_and_not_random_ones():
+    g = np.random.default_rng(0)
+    labels = g.integers(0, 10, 600)
+    centres = g.normal(size=(10, 8)) * 5
+    codes = (centres[labels] + g.normal(size=(600, 8))).astype(np.float32)
+    args = (codes[:500], labels[:500], codes[500:], labels[500:])
+    assert knn_accuracy(*args) > 0.95 and probe_accuracy(*args) > 0.95
+    shuffled = (codes[:500], g.permutation(labels[:500]), codes[500:], labels[500:])
+    assert knn_accuracy(*shuffled) < 0.35 and probe_accuracy(*shuffled) < 0.35
+
+
+def test_pca_codes_reconstruct_with_exactly_pca_sse(mnist_dir):
+    train_x, _ = load_dataset("mnist", "train", data_dir=mnist_dir)
+    test_x, _ = load_dataset("mnist", "test", data_dir=mnist_dir)
+    basis = pca_basis(train_x[:2000])
+    codes = torch.from_numpy(pca_codes(basis, test_x[:50], 12)).double()  # (50, 12)
+    recon = codes @ basis["components"][:12] + basis["mean"]
+    x = test_x[:50].reshape(50, -1).double() / 255
+    sse = (recon - x).square().sum(1)
+    assert torch.allclose(sse, pca_sse(basis, test_x[:50], 12), rtol=1e-4)
+
+
+def test_combine_seeds_reports_the_spread_across_seeds():
+    per_seed = [{"model": "mlp", "latent_dim": 30, "params": 9, "sse_per_image": s,
+                 "sse_per_image_std": 1.0, "mse_per_pixel": s / 784, "knn_accuracy": 0.9,
+                 "probe_accuracy": 0.8, "epoch": 3, "train_seconds": 10.0, "run_dir": "r"}
+                for s in (2.0, 3.0, 4.0)]
+    row = combine_seeds(per_seed)
+    assert row["sse_per_image"] == pytest.approx(3.0)
+    assert row["sse_per_image_std"] == pytest.approx(1.0)  # sample std of 2, 3, 4
+    assert row["sse_per_image_by_seed"] == [2.0, 3.0, 4.0]
+    assert combine_seeds(per_seed[:1])["sse_per_image_std"] is None
+
+
+def test_baseline_pca_prints_the_published_pca_number(mnist_dir, capsys):
+    # exact PCA-30 on the full training set is Hinton & Salakhutdinov's 13.87
+    assert main(["baseline", "pca", "--latent-dim", "30", "--represent-fit", "2000",
+                 "--data-dir", str(mnist_dir)]) == 0
+    out = capsys.readouterr().out
+    sse = float(re.search(r"SSE/image ([\d.]+)", out).group(1))
+    assert sse == pytest.approx(13.87, abs=0.005)
+    assert "kNN (k=5)" in out and "linear probe" in out
+
+
+# --- run reuse ------------------------------------------------------------------------
+
+
+def _tiny(**kw):
+    return TrainConfig(model="linear", epochs=1, limit=64, device="cpu", figure_every=10, **kw)
+
+
+def test_finished_runs_are_reused_and_unfinished_ones_resumed(mnist_dir, tmp_path):
+    run = tmp_path / "r"
+    quiet = lambda *a: None  # noqa: E731
+    ensure_trained(_tiny(), run, force=False, data_dir=mnist_dir, log=quiet)
+    stamp = (run / "checkpoints" / "last.safetensors").stat().st_mtime_ns
+    logs = []
+    ensure_trained(_tiny(), run, force=False, data_dir=mnist_dir, log=logs.append)
+    assert "reused" in logs[-1]
+    assert (run / "checkpoints" / "last.safetensors").stat().st_mtime_ns == stamp
+    # the same run asked for 2 epochs (as after an interrupted run) continues from epoch 1
+    cfg2 = _tiny().replace(epochs=2)
+    (run / "config.json").write_text(json.dumps(cfg2.to_dict()))
+    ensure_trained(cfg2, run, force=False, data_dir=mnist_dir, log=logs.append)
+    assert any("resuming after epoch 1 of 2" in line for line in logs)
+    assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 2
+
+
+def test_changed_preset_is_refused_without_force(mnist_dir, tmp_path):
+    from aelab.errors import AelabError
+
+    run = tmp_path / "r"
+    quiet = lambda *a: None  # noqa: E731
+    ensure_trained(_tiny(), run, force=False, data_dir=mnist_dir, log=quiet)
+    with pytest.raises(AelabError, match="other settings.*--force"):
+        ensure_trained(_tiny(lr=0.01), run, force=False, data_dir=mnist_dir, log=quiet)
+    ensure_trained(_tiny(lr=0.01), run, force=True, data_dir=mnist_dir, log=quiet)
+    assert json.loads((run / "config.json").read_text())["lr"] == 0.01
+
+
+# --- end to end -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_results_quick_writes_the_table_json_and_figure(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "docs"
+    # one of best-30's three seeds finished earlier: the row shows it as partial
+    ensure_trained(preset_config("best-30", 0, quick=True, device="cpu"),
+                   tmp_path / "runs" / "best-30-seed0", force=False, data_dir=mnist_dir)
+    argv = ["results", "--quick", "--only", "seed-linear", "hinton2006-modern",
+            "--runs-root", str(tmp_path / "runs"), "--out", str(out),
+            "--data-dir", str(mnist_dir), "--device", "cpu"]
+    assert main(argv) == 0
+    rows = json.loads((out / "results.json").read_text())
+    by_name = {r["name"]: r for r in rows}
+    for name in ("pca5", "pca30", "pca64", "seed-linear", "hinton2006-modern"):
+        assert set(by_name[name]) >= REQUIRED, name
+        assert not by_name[name]["missing"]
+    assert by_name["pca30"]["sse_per_image"] == pytest.approx(13.87, abs=0.01)
+    assert 0.5 < by_name["pca30"]["knn_accuracy"] <= 1
+    partial = by_name["best-30"]
+    assert not partial["missing"] and (partial["seeds"], partial["seeds_planned"]) == (1, 3)
+    assert partial["sse_per_image_by_seed"] == [partial["sse_per_image"]]
+    assert by_name["best-64"]["missing"] and set(by_name["best-64"]) >= REQUIRED
+    assert by_name["best-64"]["sse_per_image"] is None
+    assert [r["sse_per_image"] for r in rows if r["model"] == "published"] == [3.00, 8.01, 13.87]
+    assert (tmp_path / "runs" / "hinton2006-modern-seed0" / "represent.json").is_file()
+    md = (out / "RESULTS.md").read_text()
+    assert "--quick run" in md and "| PCA, 30 numbers | `pca` | 30 |" in md and "not run yet" in md
+    assert "| 1 of 3 (partial) | `best-30` |" in md
+    assert "- best 64-number model: target ≤ 1.0, not run yet" in md
+    assert re.search(r"- best 30-number model: target ≤ 2\.0, [\d.]+: missed", md)  # 1 quick epoch
+    assert (out / "img" / "compare30.png").stat().st_size > 10_000
+    # a second call reuses the finished runs instead of training them again
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "training" not in capsys.readouterr().out
+
+
+def test_unknown_row_is_a_clear_error(capsys):
+    assert main(["results", "--only", "best-31"]) == 2
+    assert "--only best-31: no such row; rows: pca5" in capsys.readouterr().err
