@@ -105,3 +105,11 @@ def test_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(AelabError, match="lr"):
         TrainConfig(lr=-1)
     assert TrainConfig().figure_epochs() == [1, 5, 9, 13]
+
+
+def test_readme_documents_every_registered_model():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in NAMES:
+        assert f"| `{name}` |" in readme, f"README's models table lacks {name}"
