@@ -15,3 +15,19 @@ def mnist_dir() -> Path:
     d = Path(os.environ.get("AELAB_DATA_DIR", ROOT / "data")).resolve()
     ensure_dataset("mnist", d)
     return d
+
+
+@pytest.fixture(scope="session")
+def seed_runs(tmp_path_factory, mnist_dir) -> dict:
+    """Real one-epoch runs of both seed models on 256 images (seconds), at a learning rate
+    high enough that the 4 steps already make input-dependent reconstructions; trained once
+    per session for the serve, browser and export tests."""
+    from aelab.config import TrainConfig
+    from aelab.trainer import train
+
+    root = tmp_path_factory.getbasetemp() / "seed-runs"
+    for model in ("linear", "conv"):
+        if not (root / model / "checkpoints" / "best.safetensors").is_file():
+            cfg = TrainConfig(model=model, epochs=1, limit=256, lr=1e-2, device="cpu")
+            train(cfg, root / model, data_dir=mnist_dir, log=lambda _msg: None, progress=False)
+    return {m: root / m for m in ("linear", "conv")}

@@ -25,22 +25,6 @@ API_PATHS = {"/api/models", "/api/encode", "/api/decode", "/api/reconstruct", "/
              "/api/map", "/api/map/decode", "/api/directions", "/api/interpolate", "/api/stats"}
 
 
-@pytest.fixture(scope="session")
-def seed_runs(tmp_path_factory, mnist_dir):
-    """Real one-epoch runs of both seed models on 256 images (seconds), at a learning rate
-    high enough that the 4 steps already make input-dependent reconstructions. Shared by
-    folder name with the other serve and export test files of the session."""
-    from aelab.config import TrainConfig
-    from aelab.trainer import train
-
-    root = tmp_path_factory.getbasetemp() / "seed-runs"
-    for model in ("linear", "conv"):
-        if not (root / model / "checkpoints" / "best.safetensors").is_file():
-            cfg = TrainConfig(model=model, epochs=1, limit=256, lr=1e-2, device="cpu")
-            train(cfg, root / model, data_dir=mnist_dir, log=lambda _msg: None, progress=False)
-    return {m: root / m for m in ("linear", "conv")}
-
-
 @pytest.fixture(scope="module")
 def client(seed_runs, mnist_dir):
     from fastapi.testclient import TestClient

@@ -35,21 +35,6 @@ ZERO = [[(140 + 60 * math.sin(t / 20 * 2 * math.pi), 140 - 95 * math.cos(t / 20 
          for t in range(21)]]
 
 
-@pytest.fixture(scope="session")
-def seed_runs(tmp_path_factory, mnist_dir):
-    """Real one-epoch runs of both seed models (seconds); the same folders as test_serve.py's
-    fixture of this name, so a session trains them once."""
-    from aelab.config import TrainConfig
-    from aelab.trainer import train
-
-    root = tmp_path_factory.getbasetemp() / "seed-runs"
-    for model in ("linear", "conv"):
-        if not (root / model / "checkpoints" / "best.safetensors").is_file():
-            cfg = TrainConfig(model=model, epochs=1, limit=256, lr=1e-2, device="cpu")
-            train(cfg, root / model, data_dir=mnist_dir, log=lambda _msg: None, progress=False)
-    return {m: root / m for m in ("linear", "conv")}
-
-
 @pytest.fixture(scope="module")
 def server_url(seed_runs, mnist_dir):
     """`aelab serve` as a subprocess on 127.0.0.1, port 0 (a free one, read from its first line)."""
