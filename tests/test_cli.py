@@ -70,7 +70,12 @@ def test_train_one_epoch_writes_a_complete_run_folder(mnist_dir, tmp_path, capsy
 
 def test_figures_follow_the_seeds_every_four_epochs(mnist_dir, tmp_path):
     run = tmp_path / "r"
-    assert _train(mnist_dir, run, "linear", "--epochs", "6", "--limit", "128") == 0
+    threads = torch.get_num_threads()
+    try:
+        assert _train(mnist_dir, run, "linear", "--epochs", "6", "--limit", "128", "--threads", "1") == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert sorted(p.name for p in run.glob("recon_*.png")) == [
         "recon_epoch01.png", "recon_epoch05.png", "recon_epoch06.png"]
 

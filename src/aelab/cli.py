@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue RUN_DIR after its last finished epoch; --epochs raises its total")
     p.add_argument("--show", action="store_true",
                    help="also open the figures in a window where a display exists (default: off)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch; 1 is much faster on a CPU that other jobs are "
+                   "using (default: PyTorch's own, one per core)")
     _add_common(p)
 
     p = sub.add_parser("eval", help="evaluate run folders on the test set",
@@ -211,6 +214,13 @@ def _train_config(a):
 def cmd_train(a) -> int:
     from . import distributed as D
     from . import trainer as T
+
+    if a.threads is not None:
+        if a.threads < 1:
+            raise AelabError(f"--threads {a.threads}: give at least 1")
+        import torch
+
+        torch.set_num_threads(a.threads)
 
     if a.resume is not None:
         changeable = ("epochs", "device")
