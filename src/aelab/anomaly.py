@@ -217,8 +217,7 @@ def add_cli(sub) -> None:
                    help="dataset (default: mnist)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: runs/anomaly-<model>-<timestamp>)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="dataset folder (default: $AELAB_DATA_DIR, else ./data)")
-    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
-                   help="where to compute (default: auto = cuda, else mps, else cpu)")
+    from .cli import add_common_args
+
+    add_common_args(p)
     p.set_defaults(func=cmd_anomaly)

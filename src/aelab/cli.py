@@ -19,15 +19,16 @@ PLUGIN_COMMANDS: list[str] = [
 ]
 
 
-def _data_dir_help() -> str:
-    return "dataset folder (default: $AELAB_DATA_DIR, else ./data)"
+def add_common_args(p: argparse.ArgumentParser, device: bool = True,
+                    device_help: str = "where to compute (default: auto = cuda, else mps, else cpu)"
+                    ) -> None:
+    """--data-dir and --device, worded the same for every command (plugins use it too)."""
+    from .config import DEVICES
 
-
-def _add_common(p: argparse.ArgumentParser, device: bool = True) -> None:
-    p.add_argument("--data-dir", type=Path, default=None, help=_data_dir_help())
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="dataset folder (default: $AELAB_DATA_DIR, else ./data)")
     if device:
-        p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
-                       help="where to compute (default: auto = cuda, else mps, else cpu)")
+        p.add_argument("--device", default=None, choices=DEVICES, help=device_help)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="which dataset (default: mnist)")
     p.add_argument("--force", action="store_true",
                    help="refetch files that fail verification (default: report them and stop)")
-    _add_common(p, device=False)
+    add_common_args(p, device=False)
 
     p = sub.add_parser("train", help="train an autoencoder",
                        description="Train a registered model. Defaults are the seed tutorial's: "
@@ -81,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for PyTorch; 1 is much faster on a CPU that other jobs are "
                    "using (default: PyTorch's own, one per core)")
-    _add_common(p)
+    add_common_args(p)
 
     p = sub.add_parser("eval", help="evaluate run folders on the test set",
                        description="Test-set reconstruction error of each run (squared error "
@@ -95,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="score denoising: corrupt the test inputs (gaussian:SIGMA or masking:P, "
                    "fixed seed) and compare reconstructions with the clean images; writes "
                    "eval-noise-<spec>.json (default: clean inputs, eval.json)")
-    _add_common(p)
+    add_common_args(p)
 
     p = sub.add_parser("reconstruct", help="draw originals over reconstructions",
                        description="Draw images (top) over their reconstructions (bottom): test "
@@ -110,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                    "light border (default: auto)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"],
                    help="which checkpoint (default: best)")
-    _add_common(p)
+    add_common_args(p)
 
     p = sub.add_parser("demo", help="train and compare the seed's two models",
                        description="Train `linear` and `conv` with the seed's settings, evaluate "
@@ -119,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="training images (default: all)")
     p.add_argument("--runs-root", type=Path, default=Path("runs"),
                    help="where the run folders go (default: runs)")
-    _add_common(p)
+    add_common_args(p)
 
     for module in PLUGIN_COMMANDS:  # commands that live beside their feature's code
         importlib.import_module(module).add_cli(sub)

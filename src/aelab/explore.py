@@ -338,8 +338,7 @@ def add_cli(sub) -> None:
                    help=f"nearest training images per query (default: {N_NEIGHBOURS})")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for subsamples, pairs, queries and random codes (default: 0)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="dataset folder (default: $AELAB_DATA_DIR, else ./data)")
-    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
-                   help="where to compute (default: auto = cuda, else mps, else cpu)")
+    from .cli import add_common_args
+
+    add_common_args(p)
     p.set_defaults(func=cmd_explore)

@@ -452,6 +452,7 @@ def cmd_baseline(a) -> int:
 
 
 def add_cli(sub) -> None:
+    from .cli import add_common_args
     from .data import DATASETS
 
     p = sub.add_parser(
@@ -474,10 +475,7 @@ def add_cli(sub) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="folder for RESULTS.md, results.json and img/ (default: docs, or "
                    "RUNS_ROOT/docs with --quick)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="dataset folder (default: $AELAB_DATA_DIR, else ./data)")
-    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
-                   help="where to train and evaluate (default: each preset's own, auto)")
+    add_common_args(p, device_help="where to train and evaluate (default: each preset's own, auto)")
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("baseline", help="exact PCA baseline at a code size",
@@ -489,6 +487,5 @@ def add_cli(sub) -> None:
     p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="(default: mnist)")
     p.add_argument("--represent-fit", type=int, default=None, metavar="N",
                    help="fit the label probes on the first N training codes (default: all)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="dataset folder (default: $AELAB_DATA_DIR, else ./data)")
+    add_common_args(p, device=False)
     p.set_defaults(func=cmd_baseline)
