@@ -103,11 +103,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_path, 
     good = last.read_bytes()
 
     real_forward = aelab.trainer.Objective.forward
+    real_fused = aelab.trainer.FusedDenseStep.__call__
 
     def nan_loss(self, x_in, x):  # what a diverging run produces
         return real_forward(self, x_in, x) * float("nan")
 
+    def nan_fused(self, x_in, x):  # the same through the hand-written dense step
+        return real_fused(self, x_in, x) * float("nan")
+
     monkeypatch.setattr(aelab.trainer.Objective, "forward", nan_loss)
+    monkeypatch.setattr(aelab.trainer.FusedDenseStep, "__call__", nan_fused)
     rc = main(["train", "--resume", str(run), "--epochs", "3", "--data-dir", str(mnist_dir)])
     assert rc == 2
     err = capsys.readouterr().err

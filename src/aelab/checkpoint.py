@@ -32,7 +32,10 @@ def _optimizer_to_tensors(sd: dict) -> tuple[dict, dict]:
     for pid, state in sd["state"].items():
         for key, value in state.items():
             if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().contiguous()
+                # a copy: state may be views of shared storage (aelab.fused shares the
+                # step counts), which safetensors refuses to write
+                tensors[f"optim.{pid}.{key}"] = value.detach().cpu().clone(
+                    memory_format=torch.contiguous_format)
             else:
                 scalars[f"{pid}.{key}"] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
@@ -59,7 +62,10 @@ def _rng_tensors() -> dict:
 
 def save_checkpoint(stem: Path, model: torch.nn.Module, meta: dict, optimizer=None) -> None:
     """Write `stem`.safetensors (atomically) and then `stem`.json."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # copies: parameters may be views of one shared buffer (aelab.fused), which safetensors
+    # refuses to write
+    tensors = {f"model.{k}": v.detach().cpu().clone(memory_format=torch.contiguous_format)
+               for k, v in model.state_dict().items()}
     meta = dict(meta, format_version=FORMAT_VERSION, aelab_version=__version__,
                 torch_version=torch.__version__)
     if optimizer is not None:

@@ -61,6 +61,8 @@ def _mlp(sizes: list[int], last: nn.Module | None) -> nn.Sequential:
 class LinearAE(nn.Module):
     """The seed's fully connected autoencoder: 784-128-64-12-5 and back (219,941 parameters)."""
 
+    fused_dense = True  # forward = decoder(encoder(x.flatten(1))): aelab.fused may train it
+
     def __init__(self, hidden: tuple[int, ...] = (128, 64, 12), latent_dim: int = 5):
         super().__init__()
         self.latent_dim = latent_dim

@@ -69,6 +69,8 @@ class MLPAE(nn.Module):
     The default is the `hinton2006` shape, 30 numbers, batch norm and GELU (2,840,814
     parameters; 2,837,314 with norm="none", the paper's own count)."""
 
+    fused_dense = True  # with norm "none" and act "relu", aelab.fused may train it
+
     def __init__(self, latent_dim: int = 30, hidden: list[int] | None = None,
                  shape: str = "hinton2006", norm: str = "batch", act: str = "gelu"):
         super().__init__()

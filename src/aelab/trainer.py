@@ -27,6 +27,7 @@ from .config import TrainConfig, parse_noise
 from .errors import AelabError
 from .evaluate import reconstruction_sse, to_float
 from .figures import image_rows, loss_curve
+from .fused import FusedDenseStep, unsupported
 from .models import build_model, count_parameters
 
 
@@ -155,8 +156,11 @@ class Trainer:
     model it is beyond `build_model(name)` and the optional `per_sample_loss`."""
 
     def __init__(self, config: TrainConfig, run_dir: Path | None = None, *,
-                 data_dir=None, log=print, progress: bool | None = None):
+                 data_dir=None, log=print, progress: bool | None = None, fused: bool = True):
         self.config = config
+        self.allow_fused = fused  # False: always autograd (for comparisons)
+        self.fused_step: FusedDenseStep | None = None
+        self.fused_off_reason: str | None = None
         self.dist = D.from_env()
         self.log = log if self.dist.is_main else _quiet
         self.device = resolve_device(config.device)
@@ -287,10 +291,25 @@ class Trainer:
             else:
                 yield idx, None, len(idx)
 
+    def _fused(self) -> FusedDenseStep | None:
+        """The hand-written step (aelab.fused) where it covers this run, else None.
+        Built on first use: it must see the optimizer state as restored by a resume."""
+        c = self.config
+        if self.fused_step is None and self.fused_off_reason is None:
+            why = "turned off" if not self.allow_fused else unsupported(
+                self.model, c, self.device, self.dist.enabled)
+            if why is None and hasattr(self.model, "per_sample_loss"):
+                why = "the model has its own loss"
+            if why is None:
+                self.fused_step = FusedDenseStep(self.model, self.optimizer, c.loss, c.grad_clip)
+            self.fused_off_reason = why
+        return self.fused_step
+
     def train_epoch(self, epoch: int) -> float:
         """One pass over the shuffled training set; returns the mean loss per image."""
         c, opt = self.config, self.optimizer
         self.model.train()
+        fused = self._fused()
         noise_gen = epoch_generator(c.seed + 1, epoch, self.device) if c.noise else None
         loss_sum = torch.zeros((), device=self.device)
         seen, total_steps = 0, self.steps_per_epoch() * c.epochs
@@ -304,6 +323,12 @@ class Trainer:
                 for group in opt.param_groups:
                     group["lr"] = c.lr * lr_factor(c.schedule, step0 + s, total_steps)
             x = to_float(torch.index_select(self.train_x, 0, idx))  # (B, 1, 28, 28)
+            if fused is not None:  # forward, backward and Adam in one hand-written step
+                loss_sum.add_(fused(corrupt(x, c.noise, noise_gen), x), alpha=n_real)
+                seen += n_real
+                if bar is not None:
+                    bar.update()
+                continue
             per_image = self.objective(corrupt(x, c.noise, noise_gen), x)  # (B,)
             loss = per_image.mean() if w is None else (per_image * w).sum() / w.sum()
             opt.zero_grad(set_to_none=True)
@@ -311,7 +336,7 @@ class Trainer:
             if c.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
             opt.step()
-            loss_sum += loss.detach() * n_real  # stays on the device: no sync per step
+            loss_sum.add_(loss.detach(), alpha=n_real)  # stays on the device: no sync per step
             seen += n_real
             if bar is not None:
                 bar.update()
@@ -441,9 +466,11 @@ def write_metrics(run_dir: Path, metrics: list[dict]) -> None:
 
 
 def train(config: TrainConfig, run_dir=None, *, data_dir=None, log=print,
-          progress: bool | None = None) -> TrainResult:
-    """Train a new run; returns its folder, per-epoch metrics and the trained model."""
-    return Trainer(config, run_dir, data_dir=data_dir, log=log, progress=progress).run()
+          progress: bool | None = None, fused: bool = True) -> TrainResult:
+    """Train a new run; returns its folder, per-epoch metrics and the trained model.
+    fused=False trains plain-dense models through autograd too (see aelab.fused)."""
+    return Trainer(config, run_dir, data_dir=data_dir, log=log, progress=progress,
+                   fused=fused).run()
 
 
 def resume(run_dir, *, epochs: int | None = None, device: str | None = None, data_dir=None,

@@ -1,0 +1,86 @@
+"""The hand-written dense step (aelab.fused) must train exactly what autograd trains."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aelab.config import TrainConfig
+from aelab.fused import FusedDenseStep, dense_plan, unsupported
+from aelab.models import build_model
+from aelab.trainer import Trainer, train
+
+
+def _pair(model="linear", optimizer="adam", **model_args):
+    models, opts = [], []
+    for _ in range(2):
+        torch.manual_seed(3)
+        m = build_model(model, **model_args)
+        cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+        models.append(m)
+        opts.append(cls(m.parameters(), lr=3e-3, weight_decay=1e-3))
+    return models, opts
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+@pytest.mark.parametrize("grad_clip", [None, 0.05])
+def test_steps_equal_autograd(loss, optimizer, grad_clip):
+    (ma, mb), (oa, ob) = _pair(optimizer=optimizer)
+    fused = FusedDenseStep(mb, ob, loss, grad_clip)
+    g = torch.Generator().manual_seed(0)
+    for batch in (64, 64, 17, 64):  # a ragged batch in between: buffers per batch size
+        x = torch.rand(batch, 1, 28, 28, generator=g)
+        x_in = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)  # denoising input
+        out = ma(x_in)
+        if loss == "bce":
+            ref = torch.nn.functional.binary_cross_entropy(out, x, reduction="none")
+        else:
+            ref = (out - x).square()
+        ref = ref.flatten(1).mean(1).mean()
+        oa.zero_grad()
+        ref.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(ma.parameters(), grad_clip)
+        oa.step()
+        got = fused(x_in, x)
+        assert got.shape == () and torch.allclose(got, ref.detach(), rtol=1e-5, atol=1e-7)
+    for (name, pa), pb in zip(ma.named_parameters(), mb.parameters(), strict=True):
+        assert torch.allclose(pa, pb, rtol=1e-4, atol=1e-6), name
+        assert torch.allclose(oa.state[pa]["exp_avg_sq"], ob.state[pb]["exp_avg_sq"], rtol=1e-3, atol=1e-12)
+        assert float(ob.state[pb]["step"]) == 4.0
+
+
+def test_plan_accepts_only_plain_dense_models():
+    assert len(dense_plan(build_model("linear"))) == 8
+    assert len(dense_plan(build_model("mlp", norm="none", act="relu", latent_dim=4))) == 8
+    assert dense_plan(build_model("mlp")) is None  # batch norm and GELU
+    assert dense_plan(build_model("conv")) is None
+    cfg = TrainConfig(model="linear", device="cpu")
+    assert unsupported(build_model("linear"), cfg, torch.device("cpu"), False) is None
+    assert unsupported(build_model("linear"), cfg.replace(precision="bf16"), torch.device("cpu"), False)
+    assert unsupported(build_model("linear"), cfg, torch.device("cpu"), True)  # DDP: autograd
+    assert unsupported(build_model("conv"), cfg, torch.device("cpu"), False)
+
+
+def test_training_run_equals_autograd_run_and_resumes(mnist_dir, tmp_path):
+    cfg = TrainConfig(model="linear", epochs=2, limit=640, device="cpu", figure_every=100)
+    quiet = dict(data_dir=mnist_dir, log=lambda _m: None, progress=False)
+    fast = train(cfg, tmp_path / "fused", **quiet)
+    slow = train(cfg, tmp_path / "autograd", fused=False, **quiet)
+    for a, b in zip(fast.metrics, slow.metrics, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["test_mse"] == pytest.approx(b["test_mse"], rel=1e-4)
+    # the checkpoint (with the fused step's shared step counts) loads and resumes
+    t = Trainer(cfg.replace(epochs=3), tmp_path / "fused", **quiet)
+    t.run(resume=True)
+    assert t.fused_step is not None and [m["epoch"] for m in t.metrics] == [1, 2, 3]
+    state = load_file(tmp_path / "fused" / "checkpoints" / "last.safetensors")
+    steps = {float(v) for k, v in state.items() if k.endswith(".step")}
+    assert steps == {30.0}  # 3 epochs of 10 batches, every parameter
+
+
+def test_models_outside_the_plan_still_use_autograd(mnist_dir, tmp_path):
+    cfg = TrainConfig(model="conv", epochs=1, limit=128, device="cpu", figure_every=100)
+    t = Trainer(cfg, tmp_path / "c", data_dir=mnist_dir, log=lambda _m: None, progress=False)
+    t.run()
+    assert t.fused_step is None and "Linear/ReLU" in t.fused_off_reason
