@@ -85,6 +85,8 @@ def worker(a) -> None:
     from .evaluate import reconstruction_sse
     from .trainer import resolve_device
 
+    if a.side == "aelab":  # before any thread starts, as `aelab` itself does (cli.flush_denormals)
+        torch.set_flush_denormal(True)
     device = resolve_device(a.device)
     extra = json.loads(a.aelab_options)
     if a.side == "seed":
