@@ -84,3 +84,4 @@ def test_models_outside_the_plan_still_use_autograd(mnist_dir, tmp_path):
     t = Trainer(cfg, tmp_path / "c", data_dir=mnist_dir, log=lambda _m: None, progress=False)
     t.run()
     assert t.fused_step is None and "Linear/ReLU" in t.fused_off_reason
+    assert t.objective.layers is not None  # the conv model trains through aelab.convmm instead

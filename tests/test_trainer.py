@@ -42,7 +42,7 @@ def test_padded_batch_step_equals_the_ragged_batch():
     """The --cuda-graphs padding (weight-0 repeats) must not change the optimisation step."""
     torch.manual_seed(0)
     m = build_model("linear")
-    obj = Objective(m, "mse", "fp32")
+    obj = Objective(m, "mse", "fp32", "cpu")
     x = torch.rand(5, 1, 28, 28)
     g1 = torch.autograd.grad(obj(x, x).mean(), list(m.parameters()))
     xp = torch.cat([x, x[:3]])

@@ -85,6 +85,7 @@ class ConvAE(nn.Module):
     """The seed's convolutional autoencoder: a 64x1x1 code (210,369 parameters)."""
 
     latent_dim = 64
+    convmm_forward = True  # forward = decoder(encoder(x)): aelab.convmm may train it
 
     def __init__(self):
         super().__init__()

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import convmm
 from . import data as data_mod
 from . import distributed as D
 from ._io import atomic_write_json, atomic_write_text
@@ -123,17 +124,26 @@ class Objective(nn.Module):
     (the VAE's negative ELBO); otherwise it is the reconstruction loss, mean over pixels.
     Wrapping this (not the bare model) in DDP or torch.compile covers the whole loss."""
 
-    def __init__(self, model: nn.Module, loss: str, precision: str):
+    def __init__(self, model: nn.Module, loss: str, precision: str, device="cpu"):
         super().__init__()
         self.model, self.loss = model, loss
         self.bf16 = precision == "bf16"
+        # CPU, float32: small conv models train through aelab.convmm (the same function,
+        # with the 1-pixel convolutions as matrix products)
+        on_cpu = torch.device(device).type == "cpu"
+        self.layers = convmm.plan(model) if on_cpu and not self.bf16 else None
 
     def forward(self, x_in: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self.model, "per_sample_loss"):
             return self.model.per_sample_loss(x_in, x, autocast_bf16=self.bf16)
+        if self.layers is not None:
+            out = convmm.forward(self.layers, x_in)
+            return self._per_image(out, x)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.model(x_in)
-        out = out.float()  # the loss itself in float32 (BCE refuses autocast anyway)
+        return self._per_image(out.float(), x)  # the loss in float32 (BCE refuses autocast)
+
+    def _per_image(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.loss == "bce":
             per_pixel = F.binary_cross_entropy(out, x, reduction="none")
         else:
@@ -209,7 +219,7 @@ class Trainer:
             # NHWC weights let oneDNN/cuDNN pick their fast convolution kernels
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, c, self.device)
-        step = Objective(self.model, c.loss, c.precision)
+        step = Objective(self.model, c.loss, c.precision, self.device)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
