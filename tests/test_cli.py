@@ -200,3 +200,14 @@ def test_importing_aelab_does_no_work():
     code = "import sys, aelab; print('torch' in sys.modules, aelab.__version__)"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.stdout.split()[0] == "False"
+
+
+def test_process_setup_keeps_freed_memory_and_flushes_subnormals():
+    import sys
+
+    from aelab.runtime import keep_freed_memory, prepare_process
+
+    prepare_process()
+    assert torch.tensor(1e-39) * 1 == 0  # a subnormal reads as zero
+    if sys.platform.startswith("linux"):
+        assert keep_freed_memory() is True

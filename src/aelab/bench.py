@@ -85,8 +85,10 @@ def worker(a) -> None:
     from .evaluate import reconstruction_sse
     from .trainer import resolve_device
 
-    if a.side == "aelab":  # before any thread starts, as `aelab` itself does (cli.flush_denormals)
-        torch.set_flush_denormal(True)
+    if a.side == "aelab":  # before any thread starts, as the `aelab` command does
+        from .runtime import prepare_process
+
+        prepare_process()
     device = resolve_device(a.device)
     extra = json.loads(a.aelab_options)
     if a.side == "seed":

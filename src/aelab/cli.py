@@ -323,21 +323,12 @@ COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval,
             "reconstruct": cmd_reconstruct, "demo": cmd_demo}
 
 
-def flush_denormals() -> None:
-    """Treat subnormal floats as zero (x86 handles them ~100x slower; Adam's moments and dead
-    units decay into them). Call it before any computation: the setting is per thread, and
-    worker threads inherit it only from the thread that starts them. Set later, after
-    scikit-learn had started its threads, the seed `linear` epochs still slowed from 0.7 s
-    to 11 s by epoch 6 under `aelab results`."""
-    import torch
-
-    torch.set_flush_denormal(True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        flush_denormals()
+        from .runtime import prepare_process
+
+        prepare_process()  # before any thread starts: see aelab.runtime
         handler = getattr(args, "func", None) or COMMANDS[args.command]
         return handler(args)
     except AelabError as e:

@@ -362,7 +362,7 @@ class Trainer:
         # which x86 CPUs handle ~100x slower: without this the seed linear model's epochs
         # grew from 2 s to 30 s by epoch 5. Flushing them to zero changes no result we report.
         # This reaches the calling thread and threads started after it; the `aelab` command
-        # sets it first thing (cli.flush_denormals), which also covers pools started earlier.
+        # sets it first thing (aelab.runtime), which also covers pools started earlier.
         torch.set_flush_denormal(True)
         try:
             self._load_data()
