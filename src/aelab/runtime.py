@@ -7,7 +7,8 @@ benchmark's aelab side) before any computation starts.
   the seed `linear` epochs still slowed from 0.7 s to 11 s by epoch 6 under `aelab results`.
 - glibc keeps freed memory instead of handing it back to the kernel. Activations of a
   64-image batch are 0.2 to 1.6 MB each; above glibc's mmap threshold every one of them is a
-  fresh mapping that the kernel must fault in and zero, every step.
+  fresh mapping that the kernel must fault in and zero, every step: with this, `conv`
+  training took 40-65% fewer page faults and its epochs were 3-8% faster.
 """
 
 from __future__ import annotations
