@@ -85,3 +85,30 @@ def test_models_outside_the_plan_still_use_autograd(mnist_dir, tmp_path):
     t.run()
     assert t.fused_step is None and "Linear/ReLU" in t.fused_off_reason
     assert t.objective.layers is not None  # the conv model trains through aelab.convmm instead
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_flat_adam_equals_torch_optim_on_a_channels_last_conv_model(optimizer):
+    from aelab.fused import FlatAdam
+
+    cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+    models, opts = [], []
+    for _ in range(2):
+        torch.manual_seed(5)
+        m = build_model("conv").to(memory_format=torch.channels_last)
+        models.append(m)
+        opts.append(cls(m.parameters(), lr=3e-3, weight_decay=1e-3))
+    flat = FlatAdam(opts[1])
+    assert models[1].encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        x = torch.rand(8, 1, 28, 28, generator=g)
+        opts[0].zero_grad()
+        (models[0](x) - x).square().mean().backward()
+        opts[0].step()
+        flat.zero_grad()
+        (models[1](x) - x).square().mean().backward()  # accumulates into the flat buffer
+        flat.step()
+    for pa, pb in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        assert torch.allclose(pa, pb, rtol=1e-5, atol=1e-7)
+    assert float(opts[1].state[models[1].encoder[0].weight]["step"]) == 3.0

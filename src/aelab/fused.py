@@ -79,39 +79,9 @@ class FusedDenseStep:
         self.layers = [(lin.weight, lin.bias, relu) for lin, relu in plan]
         self.loss, self.grad_clip, self.optimizer = loss, grad_clip, optimizer
         (group,) = optimizer.param_groups
-        if group.get("amsgrad") or group.get("maximize"):
-            raise ValueError("amsgrad/maximize are not supported")
-        self.params = [p for w, b, _ in self.layers for p in (w, b)]
-        if {id(p) for p in self.params} != {id(p) for p in group["params"]}:
+        if {id(p) for w, b, _ in self.layers for p in (w, b)} != {id(p) for p in group["params"]}:
             raise ValueError("the optimizer must hold exactly the model's parameters")
-        self.decoupled = isinstance(optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay"))
-        # One flat buffer each for the parameters, their gradients and Adam's two moments;
-        # the model's parameters, .grad and the optimizer's state become views into them,
-        # so the fused Adam kernel runs once over one long vector (92 against 128 us per
-        # step for `linear` on 2 threads) and checkpoints see the usual per-tensor state.
-        sizes = [p.numel() for p in self.params]
-        n = sum(sizes)
-        flat = {k: torch.zeros(n) for k in ("param", "grad", "exp_avg", "exp_avg_sq")}
-        for p, view in zip(self.params, self._views(flat["param"], sizes), strict=True):
-            view.copy_(p.detach())
-            p.data = view
-        for p, view in zip(self.params, self._views(flat["grad"], sizes), strict=True):
-            p.grad = view
-        for key in ("exp_avg", "exp_avg_sq"):
-            for p, view in zip(self.params, self._views(flat[key], sizes), strict=True):
-                old = optimizer.state[p].get(key)
-                if old is not None:  # resumed: keep the restored moments
-                    view.copy_(old)
-                optimizer.state[p][key] = view
-        steps = {float(optimizer.state[p].get("step", 0.0)) for p in self.params}
-        if len(steps) != 1:
-            raise ValueError(f"parameters are at different Adam steps {sorted(steps)}")
-        step = steps.pop()
-        # one shared step count (torch.optim.Adam's own fused path keeps a float32 scalar)
-        self.step = torch.tensor(step, dtype=torch.float32)
-        for p in self.params:
-            optimizer.state[p]["step"] = self.step
-        self.flat = flat
+        self.adam = FlatAdam(optimizer)
         # Plain tensors (no autograd) and transposes made once: per-step view calls and the
         # autograd dispatch on Parameters are a measurable share of a 0.8 ms step.
         self.w = [w.detach() for w, _, _ in self.layers]
@@ -122,9 +92,6 @@ class FusedDenseStep:
         self.relu = [relu for _, _, relu in self.layers]
         self._buffers: dict[int, tuple] = {}
         self._one = torch.ones(())
-
-    def _views(self, flat: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
-        return [v.view_as(p) for v, p in zip(flat.split(sizes), self.params, strict=True)]
 
     def _buffers_for(self, batch: int) -> tuple:
         """Activation and gradient buffers for this batch size, allocated once: fresh 200 KB
@@ -170,19 +137,80 @@ class FusedDenseStep:
                 aten.threshold_backward.grad_input(back[i], inputs[i], 0, grad_input=grads[i - 1])
             else:
                 torch.mm(grads[i], self.w[i], out=grads[i - 1])
-        if self.grad_clip is not None:  # clip_grad_norm_'s arithmetic, on the one flat vector
-            grad = self.flat["grad"]
-            coef = self.grad_clip / (torch.linalg.vector_norm(grad) + 1e-6)
-            grad.mul_(coef.clamp_(max=1.0))
-        self._adam()
+        if self.grad_clip is not None:
+            self.adam.clip_grad_norm(self.grad_clip)
+        self.adam.step()
         return loss
 
-    def _adam(self) -> None:
-        (group,) = self.optimizer.param_groups
+
+class FlatAdam:
+    """torch.optim.Adam/AdamW's update as one fused-kernel call over one flat vector.
+
+    The parameters, their .grad and the optimizer's two moments become views into four flat
+    buffers (each keeping the parameter's own strides, so channels_last weights stay so);
+    the optimizer object keeps its usual per-parameter state, so checkpoints and resuming
+    are unchanged. One kernel over 220,000 numbers takes 92 us a step against 128 us for
+    PyTorch's fused kernel over 16 tensors, before the 0.1-0.3 ms of Python bookkeeping
+    that torch.optim adds to every step. Autograd accumulates into the .grad views in place
+    (zero_grad zeroes the flat buffer instead of dropping the tensors)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        (group,) = optimizer.param_groups
+        if group.get("amsgrad") or group.get("maximize") or not hasattr(torch, "_fused_adam_"):
+            raise ValueError("amsgrad/maximize, or a PyTorch without the fused kernel")
+        self.optimizer, self.group = optimizer, group
+        self.params = list(group["params"])
+        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in self.params):
+            raise ValueError("FlatAdam is for float32 CPU parameters")
+        dense = [p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last)
+                 for p in self.params]
+        if not all(dense):
+            raise ValueError("every parameter must be contiguous or channels_last")
+        self.decoupled = isinstance(optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay"))
+        n = sum(p.numel() for p in self.params)
+        self.flat = {k: torch.zeros(n) for k in ("param", "grad", "exp_avg", "exp_avg_sq")}
+        views = {k: self._views(v) for k, v in self.flat.items()}
+        for p, view in zip(self.params, views["param"], strict=True):
+            view.copy_(p.detach())
+            p.data = view
+        for p, view in zip(self.params, views["grad"], strict=True):
+            p.grad = view
+        for key in ("exp_avg", "exp_avg_sq"):
+            for p, view in zip(self.params, views[key], strict=True):
+                old = optimizer.state[p].get(key)
+                if old is not None:  # resumed: keep the restored moments
+                    view.copy_(old)
+                optimizer.state[p][key] = view
+        steps = {float(optimizer.state[p].get("step", 0.0)) for p in self.params}
+        if len(steps) != 1:
+            raise ValueError(f"parameters are at different Adam steps {sorted(steps)}")
+        # one shared step count (torch.optim.Adam's own fused path keeps a float32 scalar)
+        self.step_count = torch.tensor(steps.pop(), dtype=torch.float32)
+        for p in self.params:
+            optimizer.state[p]["step"] = self.step_count
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        out, offset = [], 0
+        for p in self.params:  # same shape and strides as the parameter, in its own span
+            out.append(flat.as_strided(p.shape, p.stride(), offset))
+            offset += p.numel()
+        return out
+
+    def zero_grad(self) -> None:
+        self.flat["grad"].zero_()
+
+    def clip_grad_norm(self, max_norm: float) -> None:
+        """clip_grad_norm_'s arithmetic, on the one flat gradient."""
+        grad = self.flat["grad"]
+        coef = max_norm / (torch.linalg.vector_norm(grad) + 1e-6)
+        grad.mul_(coef.clamp_(max=1.0))
+
+    def step(self) -> None:
+        group = self.group
         beta1, beta2 = group["betas"]
-        self.step.add_(1)
+        self.step_count.add_(1)
         f = self.flat
         kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
-        kernel([f["param"]], [f["grad"]], [f["exp_avg"]], [f["exp_avg_sq"]], [], [self.step],
+        kernel([f["param"]], [f["grad"]], [f["exp_avg"]], [f["exp_avg_sq"]], [], [self.step_count],
                amsgrad=False, lr=float(group["lr"]), beta1=beta1, beta2=beta2,
                weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)

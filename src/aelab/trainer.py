@@ -28,7 +28,7 @@ from .config import TrainConfig, parse_noise
 from .errors import AelabError
 from .evaluate import reconstruction_sse, to_float
 from .figures import image_rows, loss_curve
-from .fused import FusedDenseStep, unsupported
+from .fused import FlatAdam, FusedDenseStep, unsupported
 from .models import build_model, count_parameters
 
 
@@ -170,6 +170,7 @@ class Trainer:
         self.config = config
         self.allow_fused = fused  # False: always autograd (for comparisons)
         self.fused_step: FusedDenseStep | None = None
+        self.flat_adam: FlatAdam | None = None
         self.fused_off_reason: str | None = None
         self.dist = D.from_env()
         self.log = log if self.dist.is_main else _quiet
@@ -312,6 +313,13 @@ class Trainer:
                 why = "the model has its own loss"
             if why is None:
                 self.fused_step = FusedDenseStep(self.model, self.optimizer, c.loss, c.grad_clip)
+            elif self.allow_fused and self.device.type == "cpu" and not self.dist.enabled:
+                # autograd for the gradients, one fused-Adam call over one flat vector for
+                # the update (aelab.fused.FlatAdam)
+                try:
+                    self.flat_adam = FlatAdam(self.optimizer)
+                except ValueError:  # e.g. a parameter layout it cannot flatten: torch.optim
+                    self.flat_adam = None
             self.fused_off_reason = why
         return self.fused_step
 
@@ -341,11 +349,18 @@ class Trainer:
                 continue
             per_image = self.objective(corrupt(x, c.noise, noise_gen), x)  # (B,)
             loss = per_image.mean() if w is None else (per_image * w).sum() / w.sum()
-            opt.zero_grad(set_to_none=True)
+            flat = self.flat_adam
+            if flat is not None:  # grads accumulate into the zeroed flat buffer
+                flat.zero_grad()
+            else:
+                opt.zero_grad(set_to_none=True)
             loss.backward()
             if c.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            opt.step()
+            if flat is not None:
+                flat.step()
+            else:
+                opt.step()
             loss_sum.add_(loss.detach(), alpha=n_real)  # stays on the device: no sync per step
             seen += n_real
             if bar is not None:
