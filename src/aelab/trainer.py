@@ -302,32 +302,29 @@ class Trainer:
             else:
                 yield idx, None, len(idx)
 
-    def _fused(self) -> FusedDenseStep | None:
-        """The hand-written step (aelab.fused) where it covers this run, else None.
-        Built on first use: it must see the optimizer state as restored by a resume."""
+    def _choose_step(self) -> None:
+        """On the CPU outside torchrun: the hand-written step (aelab.fused) where it covers
+        the model, else autograd with FlatAdam's one-call update. Chosen after a resume has
+        restored the optimizer state, which both take over."""
         c = self.config
-        if self.fused_step is None and self.fused_off_reason is None:
-            why = "turned off" if not self.allow_fused else unsupported(
-                self.model, c, self.device, self.dist.enabled)
-            if why is None and hasattr(self.model, "per_sample_loss"):
-                why = "the model has its own loss"
-            if why is None:
-                self.fused_step = FusedDenseStep(self.model, self.optimizer, c.loss, c.grad_clip)
-            elif self.allow_fused and self.device.type == "cpu" and not self.dist.enabled:
-                # autograd for the gradients, one fused-Adam call over one flat vector for
-                # the update (aelab.fused.FlatAdam)
-                try:
-                    self.flat_adam = FlatAdam(self.optimizer)
-                except ValueError:  # e.g. a parameter layout it cannot flatten: torch.optim
-                    self.flat_adam = None
-            self.fused_off_reason = why
-        return self.fused_step
+        why = "turned off" if not self.allow_fused else unsupported(
+            self.model, c, self.device, self.dist.enabled)
+        if why is None and hasattr(self.model, "per_sample_loss"):
+            why = "the model has its own loss"
+        self.fused_off_reason = why
+        if why is None:
+            self.fused_step = FusedDenseStep(self.model, self.optimizer, c.loss, c.grad_clip)
+        elif self.allow_fused and self.device.type == "cpu" and not self.dist.enabled:
+            try:
+                self.flat_adam = FlatAdam(self.optimizer)
+            except ValueError:  # e.g. a parameter layout it cannot flatten: torch.optim
+                self.flat_adam = None
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the shuffled training set; returns the mean loss per image."""
         c, opt = self.config, self.optimizer
         self.model.train()
-        fused = self._fused()
+        fused, flat = self.fused_step, self.flat_adam
         noise_gen = epoch_generator(c.seed + 1, epoch, self.device) if c.noise else None
         loss_sum = torch.zeros((), device=self.device)
         seen, total_steps = 0, self.steps_per_epoch() * c.epochs
@@ -341,26 +338,23 @@ class Trainer:
                 for group in opt.param_groups:
                     group["lr"] = c.lr * lr_factor(c.schedule, step0 + s, total_steps)
             x = to_float(torch.index_select(self.train_x, 0, idx))  # (B, 1, 28, 28)
+            x_in = corrupt(x, c.noise, noise_gen)
             if fused is not None:  # forward, backward and Adam in one hand-written step
-                loss_sum.add_(fused(corrupt(x, c.noise, noise_gen), x), alpha=n_real)
-                seen += n_real
-                if bar is not None:
-                    bar.update()
-                continue
-            per_image = self.objective(corrupt(x, c.noise, noise_gen), x)  # (B,)
-            loss = per_image.mean() if w is None else (per_image * w).sum() / w.sum()
-            flat = self.flat_adam
-            if flat is not None:  # grads accumulate into the zeroed flat buffer
-                flat.zero_grad()
+                loss = fused(x_in, x)
             else:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            if flat is not None:
-                flat.step()
-            else:
-                opt.step()
+                per_image = self.objective(x_in, x)  # (B,)
+                loss = per_image.mean() if w is None else (per_image * w).sum() / w.sum()
+                if flat is not None:  # grads accumulate into the zeroed flat buffer
+                    flat.zero_grad()
+                else:
+                    opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+                if flat is not None:
+                    flat.step()
+                else:
+                    opt.step()
             loss_sum.add_(loss.detach(), alpha=n_real)  # stays on the device: no sync per step
             seen += n_real
             if bar is not None:
@@ -383,6 +377,7 @@ class Trainer:
             self._load_data()
             self._build()
             start = self._resume() if resume else self._start_new()
+            self._choose_step()
             self._loop(start)
         finally:
             D.shutdown(self.dist)
@@ -495,7 +490,7 @@ def write_metrics(run_dir: Path, metrics: list[dict]) -> None:
 def train(config: TrainConfig, run_dir=None, *, data_dir=None, log=print,
           progress: bool | None = None, fused: bool = True) -> TrainResult:
     """Train a new run; returns its folder, per-epoch metrics and the trained model.
-    fused=False trains plain-dense models through autograd too (see aelab.fused)."""
+    fused=False trains every model through autograd and torch.optim (see aelab.fused)."""
     return Trainer(config, run_dir, data_dir=data_dir, log=log, progress=progress,
                    fused=fused).run()
 
