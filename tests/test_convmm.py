@@ -1,5 +1,6 @@
 """The conv training forward pass (aelab.convmm) against the model's own forward."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -45,3 +46,67 @@ def test_plan_refuses_what_it_cannot_run():
     model = build_model("conv")
     model.encoder[1] = nn.GELU()
     assert convmm.plan(model) is None
+
+
+# (kernel, stride, padding, output_padding) of one-channel layers, on odd image sizes
+GEOMETRIES = [(3, 2, 1, 1), (4, 2, 1, 0), (5, 1, 2, 0), (3, 3, 0, 2), (2, 2, 0, 0), (3, 2, 0, 1)]
+
+
+def _one_channel_pair(k, s, p, op):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 6, k, stride=s, padding=p)
+    convt = nn.ConvTranspose2d(6, 1, k, stride=s, padding=p, output_padding=op)
+    return conv, convt
+
+
+@pytest.mark.parametrize("k,s,p,op", GEOMETRIES)
+def test_im2col_and_col2im_are_adjoint(k, s, p, op):
+    conv, _ = _one_channel_pair(k, s, p, op)
+    x = torch.randn(2, 11, 13)
+    geo = convmm._geometry(conv, 11, 13)
+    planes = convmm.im2col(x, geo.k, geo.stride, geo.padding, geo.out_hw)
+    q = torch.randn_like(planes)
+    back = convmm.col2im(q, geo.k, geo.stride, geo.padding, geo.out_hw, geo.in_hw)
+    assert back.shape == x.shape
+    assert torch.allclose((planes * q).sum(), (x * back).sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("k,s,p,op", GEOMETRIES)
+def test_one_channel_layers_equal_torch_under_autograd(k, s, p, op):
+    conv, convt = _one_channel_pair(k, s, p, op)
+    x = torch.randn(3, 1, 11, 13, requires_grad=True)
+    ref = convt(conv(x))
+    got = convmm.forward([conv, convt], x)
+    assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)
+    params = [x, *conv.parameters(), *convt.parameters()]
+    g = torch.randn_like(ref)
+    for w, h in zip(torch.autograd.grad(ref, params, g), torch.autograd.grad(got, params, g), strict=True):
+        assert torch.allclose(w, h, atol=1e-4)
+
+
+@pytest.mark.parametrize("k,s,p,op", GEOMETRIES)
+def test_hand_written_ops_equal_torch(k, s, p, op):
+    conv, convt = _one_channel_pair(k, s, p, op)
+    middle = nn.Conv2d(6, 6, 3, padding=1)  # a oneDNN layer between them
+    layers = [conv, nn.ReLU(), middle, nn.ReLU(), convt]
+    for m in layers:
+        m.to(memory_format=torch.channels_last)
+        for q in m.parameters():
+            q.grad = torch.zeros_like(q)
+    x = torch.randn(3, 1, 11, 13, requires_grad=True)
+    ref = nn.Sequential(*layers)(x)
+    ops, out_shape = convmm.build_ops(layers, (11, 13, 1))
+    assert out_shape == (*ref.shape[2:], 1)
+    h = x.detach().permute(0, 2, 3, 1)
+    for o in ops:
+        h = o.forward(h)
+    assert torch.allclose(h.permute(0, 3, 1, 2), ref, atol=1e-5)
+    g = torch.randn_like(ref)
+    params = [x, *(q for m in layers for q in m.parameters())]
+    want = torch.autograd.grad(ref, params, g)
+    gh = g.permute(0, 2, 3, 1).contiguous()
+    for i in range(len(ops) - 1, -1, -1):
+        gh = ops[i].backward(gh, True)
+    assert torch.allclose(gh.permute(0, 3, 1, 2), want[0], atol=1e-4)
+    for w, q in zip(want[1:], params[1:], strict=True):
+        assert torch.allclose(w, q.grad, atol=1e-4)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import convmm
+
 aten = torch.ops.aten
 
 
@@ -49,19 +51,60 @@ def dense_plan(model: nn.Module) -> list[tuple[nn.Linear, bool]] | None:
     return plan
 
 
+def conv_plan(model: nn.Module) -> list[nn.Module] | None:
+    """The layers of a small conv autoencoder that ConvStep can train (aelab.convmm's plan,
+    ending in its only Sigmoid); else None."""
+    layers = convmm.plan(model)
+    if not layers or not isinstance(layers[-1], nn.Sigmoid):
+        return None
+    if any(isinstance(m, nn.Sigmoid) for m in layers[:-1]):
+        return None
+    return layers
+
+
+def make_step(model: nn.Module, optimizer, loss: str, grad_clip: float | None = None):
+    """The hand-written step for a model `unsupported` accepts (ValueError if it cannot)."""
+    if dense_plan(model) is not None:
+        return FusedDenseStep(model, optimizer, loss, grad_clip)
+    return ConvStep(model, optimizer, loss, grad_clip)
+
+
 def unsupported(model: nn.Module, config, device: torch.device, distributed: bool) -> str | None:
     """Why the fused step cannot train this run (None: it can)."""
     if device.type != "cpu":
         return "the fused step is written for the CPU"
     if not hasattr(torch, "_fused_adam_"):
         return "this PyTorch has no fused Adam kernel"
-    if dense_plan(model) is None:
-        return "the model is not Linear/ReLU layers ending in a Sigmoid"
+    if dense_plan(model) is None and conv_plan(model) is None:
+        return "the model is not Linear or Conv/ReLU layers ending in a Sigmoid"
     if distributed or config.cuda_graphs or config.compile or config.precision != "fp32":
         return "distributed, compiled or bf16 training uses autograd"
     if config.loss not in ("mse", "bce") or config.optimizer not in ("adam", "adamw"):
         return "only MSE/BCE with Adam/AdamW"
     return None
+
+
+def loss_constants(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """1/n and 2/n as 0-dim tensors (a Python float operand costs a tensor conversion)."""
+    inv_n = torch.tensor(1.0 / n)
+    return inv_n, inv_n * 2
+
+
+_ONE = torch.ones(())
+
+
+def sigmoid_loss_backward(y, target, loss: str, g, g_flat, inv_n, two_inv_n) -> torch.Tensor:
+    """The mean MSE or BCE of reconstructions y = sigmoid(a) (both (B, P)) against target;
+    writes d loss / d a into g (g_flat: g as one flat view) and returns the loss (0-dim)."""
+    if loss == "bce":
+        out = nn.functional.binary_cross_entropy(y, target)
+        aten.binary_cross_entropy_backward.grad_input(_ONE, y, target, None, 1, grad_input=g)
+    else:
+        torch.sub(y, target, out=g)
+        out = torch.dot(g_flat, g_flat).mul_(inv_n)
+        g.mul_(two_inv_n)  # d mean((y - x)^2) / dy
+    aten.sigmoid_backward.grad_input(g, y, grad_input=g)  # now d loss / d a
+    return out
 
 
 class FusedDenseStep:
@@ -91,7 +134,6 @@ class FusedDenseStep:
         self.gb = [b.grad for _, b, _ in self.layers]
         self.relu = [relu for _, _, relu in self.layers]
         self._buffers: dict[int, tuple] = {}
-        self._one = torch.ones(())
 
     def _buffers_for(self, batch: int) -> tuple:
         """Activation and gradient buffers for this batch size, allocated once: fresh 200 KB
@@ -100,10 +142,8 @@ class FusedDenseStep:
             acts = [torch.empty(batch, w.shape[0]) for w in self.w]
             grads = [torch.empty(batch, w.shape[0]) for w in self.w]
             back = [torch.empty(batch, w.shape[1]) for w in self.w]  # d / d layer input
-            # 0-dim tensors, not Python floats: a float operand costs a tensor conversion
-            inv_n = torch.tensor(1.0 / (batch * 784))
             self._buffers[batch] = (acts, grads, [g.t() for g in grads], back,
-                                    grads[-1].view(-1), inv_n, inv_n * 2)
+                                    grads[-1].view(-1), *loss_constants(batch * 784))
         return self._buffers[batch]
 
     @torch.no_grad()
@@ -116,16 +156,8 @@ class FusedDenseStep:
             if self.relu[i]:
                 out.relu_()
         y = acts[-1].sigmoid_()  # (B, 784) reconstructions
-        target = x.reshape(batch, 784)
         g = grads[-1]
-        if self.loss == "bce":
-            loss = nn.functional.binary_cross_entropy(y, target)
-            aten.binary_cross_entropy_backward.grad_input(self._one, y, target, None, 1, grad_input=g)
-        else:
-            torch.sub(y, target, out=g)
-            loss = torch.dot(g_flat, g_flat).mul_(inv_n)
-            g.mul_(two_inv_n)  # d mean((y - x)^2) / dy
-        aten.sigmoid_backward.grad_input(g, y, grad_input=g)  # now d loss / d pre-activation
+        loss = sigmoid_loss_backward(y, x.reshape(batch, 784), self.loss, g, g_flat, inv_n, two_inv_n)
         for i in range(len(acts) - 1, -1, -1):
             # grads[i] holds d loss / d (layer i's output before its activation)
             torch.mm(grads_t[i], inputs[i], out=self.gw[i])
@@ -137,6 +169,54 @@ class FusedDenseStep:
                 aten.threshold_backward.grad_input(back[i], inputs[i], 0, grad_input=grads[i - 1])
             else:
                 torch.mm(grads[i], self.w[i], out=grads[i - 1])
+        if self.grad_clip is not None:
+            self.adam.clip_grad_norm(self.grad_clip)
+        self.adam.step()
+        return loss
+
+
+class ConvStep:
+    """One training step (forward, backward, optimizer) of a `conv_plan` model, such as the
+    seed's `conv`, on 28x28 images: aelab.convmm's ops for each layer (the seed's first and
+    last layers and its two 1-pixel layers as matrix products, the others oneDNN's), the
+    loss as in FusedDenseStep, and FlatAdam. Against autograd over the same ops it saves
+    the graph, the separate weight-gradient accumulation and the optimizer's bookkeeping.
+    Same calling convention as FusedDenseStep."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss: str,
+                 grad_clip: float | None = None, image_shape: tuple = (28, 28, 1)):
+        layers = conv_plan(model)
+        if layers is None:
+            raise ValueError("model is not a plain conv autoencoder")
+        (group,) = optimizer.param_groups
+        if {id(p) for p in model.parameters()} != {id(p) for p in group["params"]}:
+            raise ValueError("the optimizer must hold exactly the model's parameters")
+        for p in model.parameters():  # build_ops checks layouts before FlatAdam rebinds them
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        _, out_shape = convmm.build_ops(layers[:-1], image_shape)
+        if tuple(out_shape) != tuple(image_shape):
+            raise ValueError(f"the model maps {image_shape} to {out_shape}")
+        self.adam = FlatAdam(optimizer)
+        self.ops, _ = convmm.build_ops(layers[:-1], image_shape)  # views of the flat buffers
+        self.loss, self.grad_clip = loss, grad_clip
+        self._constants: dict[int, tuple] = {}
+
+    @torch.no_grad()
+    def __call__(self, x_in: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        if batch not in self._constants:
+            self._constants[batch] = loss_constants(x[0].numel() * batch)
+        h = x_in.permute(0, 2, 3, 1)  # NHWC
+        for op in self.ops:
+            h = op.forward(h)
+        y = h.sigmoid().view(batch, -1)  # one channel: NHWC and NCHW are the same memory
+        g = torch.empty_like(y)
+        loss = sigmoid_loss_backward(y, x.reshape(batch, -1), self.loss, g, g.view(-1),
+                                     *self._constants[batch])
+        g = g.view(h.shape)
+        for i in range(len(self.ops) - 1, -1, -1):
+            g = self.ops[i].backward(g, i > 0)
         if self.grad_clip is not None:
             self.adam.clip_grad_norm(self.grad_clip)
         self.adam.step()

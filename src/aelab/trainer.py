@@ -28,7 +28,7 @@ from .config import TrainConfig, parse_noise
 from .errors import AelabError
 from .evaluate import reconstruction_sse, to_float
 from .figures import image_rows, loss_curve
-from .fused import FlatAdam, FusedDenseStep, unsupported
+from .fused import ConvStep, FlatAdam, FusedDenseStep, make_step, unsupported
 from .models import build_model, count_parameters
 
 
@@ -169,7 +169,7 @@ class Trainer:
                  data_dir=None, log=print, progress: bool | None = None, fused: bool = True):
         self.config = config
         self.allow_fused = fused  # False: always autograd (for comparisons)
-        self.fused_step: FusedDenseStep | None = None
+        self.fused_step: FusedDenseStep | ConvStep | None = None
         self.flat_adam: FlatAdam | None = None
         self.fused_off_reason: str | None = None
         self.dist = D.from_env()
@@ -313,8 +313,12 @@ class Trainer:
             why = "the model has its own loss"
         self.fused_off_reason = why
         if why is None:
-            self.fused_step = FusedDenseStep(self.model, self.optimizer, c.loss, c.grad_clip)
-        elif self.allow_fused and self.device.type == "cpu" and not self.dist.enabled:
+            try:
+                self.fused_step = make_step(self.model, self.optimizer, c.loss, c.grad_clip)
+                return
+            except ValueError as e:  # e.g. a layout or shape the hand-written step cannot take
+                self.fused_off_reason = str(e)
+        if self.allow_fused and self.device.type == "cpu" and not self.dist.enabled:
             try:
                 self.flat_adam = FlatAdam(self.optimizer)
             except ValueError:  # e.g. a parameter layout it cannot flatten: torch.optim
