@@ -83,6 +83,18 @@ def test_options_train_and_lower_the_loss(mnist_dir, tmp_path, kw):
     assert r.metrics[1]["test_mse"] < r.metrics[0]["test_mse"]
 
 
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compile_trains_the_same_as_eager_on_cpu(mnist_dir, tmp_path):
+    # --compile wraps the whole loss (aelab.convmm's forward, with its autograd function)
+    cfg = _cfg(model="conv", limit=256, figure_every=100)
+    eager = train(cfg, tmp_path / "eager", data_dir=mnist_dir, log=_quiet, fused=False)
+    t = Trainer(cfg.replace(compile=True), tmp_path / "compiled", data_dir=mnist_dir, log=_quiet)
+    t.run()
+    assert t.fused_step is None and "compiled" in t.fused_off_reason
+    assert t.metrics[0]["test_mse"] == pytest.approx(eager.metrics[0]["test_mse"], rel=1e-3)
+
+
 def test_cuda_graphs_needs_cuda(tmp_path):
     with pytest.raises(AelabError, match="CUDA"):
         Trainer(_cfg(cuda_graphs=True), tmp_path / "r", log=_quiet)
