@@ -110,3 +110,13 @@ def test_hand_written_ops_equal_torch(k, s, p, op):
     assert torch.allclose(gh.permute(0, 3, 1, 2), want[0], atol=1e-4)
     for w, q in zip(want[1:], params[1:], strict=True):
         assert torch.allclose(w, q.grad, atol=1e-4)
+
+
+@pytest.mark.parametrize("kw", [dict(padding_mode="reflect", padding=1), dict(padding="same"),
+                                dict(dilation=2), dict(groups=2)])
+def test_hand_written_ops_refuse_what_they_do_not_compute(kw):
+    conv = nn.Conv2d(2, 4, 3, **kw).to(memory_format=torch.channels_last)
+    for q in conv.parameters():
+        q.grad = torch.zeros_like(q)
+    with pytest.raises(ValueError, match="zero padding"):
+        convmm.build_ops([conv], (9, 9, 2))

@@ -312,8 +312,8 @@ class _ReLU:
 def build_ops(layers: list[nn.Module], in_shape: tuple) -> tuple[list, tuple]:
     """Hand-written ops for `layers` (a `plan` without its final Sigmoid) on inputs of
     NHWC shape (H, W, C), and the NHWC shape of their output. Raises ValueError where
-    they do not apply: a Sigmoid before the end, weights that are not channels_last, or
-    parameters without .grad tensors."""
+    they do not apply: a Sigmoid before the end, weights that are not channels_last,
+    parameters without .grad tensors, padding other than zeros, groups or dilation."""
     ops = []
     hh, ww, c = in_shape
     for m in layers:
@@ -324,6 +324,8 @@ def build_ops(layers: list[nn.Module], in_shape: tuple) -> tuple[list, tuple]:
             raise ValueError("a Sigmoid before the last layer")
         if any(p.grad is None for p in m.parameters()):
             raise ValueError("parameters need .grad tensors to write into")
+        if not _plain(m):
+            raise ValueError(f"{m}: only zero padding given as numbers, no groups or dilation")
         geo = _geometry(m, hh, ww)
         if isinstance(m, nn.Conv2d) and _conv_is_linear(m, hh, ww):
             op = _WholeInputConv(m, geo)
