@@ -80,38 +80,63 @@ def im2col(x: torch.Tensor, k: tuple, stride: tuple, padding: tuple, out_hw: tup
     return planes.view(kh * kw, b * ho * wo)
 
 
-def col2im(planes: torch.Tensor, k: tuple, stride: tuple, padding: tuple, in_hw: tuple,
-           out_hw: tuple) -> torch.Tensor:
-    """The adjoint of im2col: planes (kh*kw, B*H*W) -> (B, H', W'), where each plane [i, j]
-    is added at out[b, sy*y - py + i, sx*x - px + j]. Worked one stride phase of the output
-    at a time, so each output pixel is written by one copy and the adds of its other taps."""
+_col2im_plans: dict[tuple, list] = {}
+
+
+def _col2im_plan(k, stride, padding, in_hw, out_hw, b: int) -> list:
+    """col2im's copies and adds as (kind, source view, destination view) triples, each view
+    (size, stride, offset) into the contiguous planes (kh, kw, B, H, W) and output (B, H', W').
+    Worked out once per shape: the slicing arithmetic in Python costs more than the copies."""
+    key = (k, stride, padding, in_hw, out_hw, b)
+    if key in _col2im_plans:
+        return _col2im_plans[key]
     (kh, kw), (sy, sx), (py, px), (h, w), (ho, wo) = k, stride, padding, in_hw, out_hw
-    p = planes.view(kh, kw, -1, h, w)
-    out = planes.new_empty(p.shape[2], ho, wo)
+    steps = []
     for ry in range(sy):
         for rx in range(sx):
-            dst = out[:, ry::sy, rx::sx]  # outputs o = sy*Y + ry: taps i with i = ry + py (mod sy)
-            n_y, n_x = dst.shape[1], dst.shape[2]
-            first = True
+            # outputs o = sy*Y + ry (and likewise in x): from taps i = ry + py (mod sy)
+            n_y, n_x = len(range(ry, ho, sy)), len(range(rx, wo, sx))
+            if n_y == 0 or n_x == 0:
+                continue
+            whole = ((b, n_y, n_x), (ho * wo, sy * wo, sx), ry * wo + rx)
+            taps = []
             for i in range((ry + py) % sy, kh, sy):
                 dy = (ry + py - i) // sy  # that tap reads input row Y + dy
                 y0, y1 = max(0, -dy), min(n_y, h - dy)
                 for j in range((rx + px) % sx, kw, sx):
                     dx = (rx + px - j) // sx
                     x0, x1 = max(0, -dx), min(n_x, w - dx)
-                    if y0 >= y1 or x0 >= x1:
-                        continue
-                    src = p[i, j, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
-                    if first and (y0, y1, x0, x1) != (0, n_y, 0, n_x):
-                        dst.zero_()
-                        first = False
-                    if first:
-                        dst.copy_(src)
-                        first = False
-                    else:
-                        dst[:, y0:y1, x0:x1] += src
-            if first:  # no tap reaches this phase
-                dst.zero_()
+                    if y0 < y1 and x0 < x1:
+                        size = (b, y1 - y0, x1 - x0)
+                        src = (size, (h * w, w, 1), (i * kw + j) * b * h * w + (y0 + dy) * w + x0 + dx)
+                        dst = (size, (ho * wo, sy * wo, sx), (sy * y0 + ry) * wo + sx * x0 + rx)
+                        taps.append(((y0, y1, x0, x1) == (0, n_y, 0, n_x), src, dst))
+            taps.sort(key=lambda t: not t[0])  # a tap covering the whole phase first: a copy
+            if not taps or not taps[0][0]:
+                steps.append(("zero", None, whole))
+            for n, (covers, src, dst) in enumerate(taps):
+                steps.append(("copy" if n == 0 and covers else "add", src, dst))
+    _col2im_plans[key] = steps
+    return steps
+
+
+def col2im(planes: torch.Tensor, k: tuple, stride: tuple, padding: tuple, in_hw: tuple,
+           out_hw: tuple) -> torch.Tensor:
+    """The adjoint of im2col: planes (kh*kw, B*H*W) -> (B, H', W'), where each plane [i, j]
+    is added at out[b, sy*y - py + i, sx*x - px + j]. Worked one stride phase of the output
+    at a time, so each output pixel is written by one copy and the adds of its other taps."""
+    planes = planes.contiguous()
+    b = planes.shape[1] // (in_hw[0] * in_hw[1])
+    out = planes.new_empty(b, *out_hw)
+    base = planes.storage_offset()
+    for kind, src, (size, strides, offset) in _col2im_plan(k, stride, padding, in_hw, out_hw, b):
+        dst = out.as_strided(size, strides, offset)
+        if kind == "zero":
+            dst.zero_()
+        elif kind == "copy":
+            dst.copy_(planes.as_strided(src[0], src[1], base + src[2]))
+        else:
+            dst.add_(planes.as_strided(src[0], src[1], base + src[2]))
     return out
 
 
