@@ -59,14 +59,15 @@ def _one_channel_pair(k, s, p, op):
     return conv, convt
 
 
+@pytest.mark.parametrize("channels", [1, 5])
 @pytest.mark.parametrize("k,s,p,op", GEOMETRIES)
-def test_im2col_and_col2im_are_adjoint(k, s, p, op):
+def test_im2col_and_col2im_are_adjoint(k, s, p, op, channels):
     conv, _ = _one_channel_pair(k, s, p, op)
-    x = torch.randn(2, 11, 13)
+    x = torch.randn(2, 11, 13) if channels == 1 else torch.randn(2, 11, 13, channels)
     geo = convmm._geometry(conv, 11, 13)
     planes = convmm.im2col(x, geo.k, geo.stride, geo.padding, geo.out_hw)
     q = torch.randn_like(planes)
-    back = convmm.col2im(q, geo.k, geo.stride, geo.padding, geo.out_hw, geo.in_hw)
+    back = convmm.col2im(q, geo.k, geo.stride, geo.padding, geo.out_hw, geo.in_hw, channels)
     assert back.shape == x.shape
     assert torch.allclose((planes * q).sum(), (x * back).sum(), rtol=1e-5)
 
@@ -84,18 +85,23 @@ def test_one_channel_layers_equal_torch_under_autograd(k, s, p, op):
         assert torch.allclose(w, h, atol=1e-4)
 
 
+@pytest.mark.parametrize("onednn", [False, True])
 @pytest.mark.parametrize("k,s,p,op", GEOMETRIES)
-def test_hand_written_ops_equal_torch(k, s, p, op):
+def test_hand_written_ops_equal_torch(k, s, p, op, onednn):
     conv, convt = _one_channel_pair(k, s, p, op)
-    middle = nn.Conv2d(6, 6, 3, padding=1)  # a oneDNN layer between them
-    layers = [conv, nn.ReLU(), middle, nn.ReLU(), convt]
+    layers = [conv, nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(),  # several channels:
+              nn.ConvTranspose2d(6, 4, k, stride=s, padding=p, output_padding=op), nn.ReLU(),
+              nn.Conv2d(4, 6, k, stride=s, padding=p), nn.ReLU(), convt]  # im2col/col2im ops
     for m in layers:
         m.to(memory_format=torch.channels_last)
         for q in m.parameters():
             q.grad = torch.zeros_like(q)
     x = torch.randn(3, 1, 11, 13, requires_grad=True)
     ref = nn.Sequential(*layers)(x)
-    ops, out_shape = convmm.build_ops(layers, (11, 13, 1))
+    ops, out_shape = convmm.build_ops(layers, (11, 13, 1), onednn=onednn)
+    kinds = {type(o).__name__ for o in ops}
+    mine = {"_Conv", "_Transposed", "_OneChannelOut"}
+    assert kinds == {"_OneDNN", "_ReLU"} | (set() if onednn else mine)
     assert out_shape == (*ref.shape[2:], 1)
     h = x.detach().permute(0, 2, 3, 1)
     for o in ops:

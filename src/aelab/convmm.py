@@ -1,24 +1,29 @@
-"""Small convolutional autoencoders on CPU, with the convolutions that oneDNN runs slowly
-at these sizes written as matrix products, in two forms: `forward` (autograd) and
-`build_ops` (hand-written forward and backward, for aelab.fused.ConvStep).
+"""Small convolutional autoencoders on CPU, with convolutions computed as matrix products
+where oneDNN is slow at these sizes, in two forms: `forward` (under autograd) and
+`build_ops` (hand-written forward and backward per layer, for aelab.fused.ConvStep).
 
-The seed `conv` model's third convolution (32 channels, 7x7 kernel, 7x7 input: one output
-pixel) and first transposed convolution (from a 1x1 code to 7x7) are linear layers: every
-output sees the whole input. oneDNN runs them as convolutions, 0.53 and 0.89 ms a step
-(forward and backward) at batch 64 on this project's 2-core CPU; as one matrix product each,
-on the same memory, they take 0.25 and 0.31 ms.
+Layer by layer for the seed `conv` at batch 64 on this project's 2-core CPU (forward +
+backward per step, benchmarks/conv_layers.py, both forms of each layer side by side):
 
-Its last layer, a transposed convolution to one channel (1.8 million multiply-adds), takes
-oneDNN about 1.0 ms a step in training. Here it is one matrix product from the 16 input
-channels to k*k "planes" (one per kernel tap, each a whole (B, H, W) block), then col2im:
-the planes summed into the output one stride phase at a time, each output pixel written by
-one copy and the adds of its other taps. Its backward gathers the output gradient into
-planes (im2col, k*k strided copies) and multiplies. 0.66 ms a step, measured inside
-ConvStep. (The first layer, one input channel, is the same pattern in reverse, but there
-oneDNN is as fast: 0.36 ms against 0.32, so it stays oneDNN's with the other layers.)
+- its 7x7 convolution of a 7x7 input and its transposed convolution of the 1x1 code are
+  linear layers (every output sees the whole input): one matrix product each on the same
+  NHWC memory, 0.25 and 0.28 ms against oneDNN's 0.55 and 0.89;
+- its last layer, a transposed convolution to one channel: one matrix product into k*k tap
+  "planes" (each a whole (B, H, W) block), then col2im, which sums the planes into the
+  output one stride phase at a time, each output pixel written by one copy and the adds of
+  its other taps; backward gathers the output gradient into planes (im2col: one strided
+  copy) and multiplies. 0.55 ms against 1.0;
+- in build_ops only, its 3x3 stride-2 layers with several channels: im2col + one product
+  (convolution) or one product + col2im (transposed), with the channels innermost so the
+  products read the NHWC weights as they are. About 0.77 and 0.80 ms against 0.83 and 0.92;
+- the first layer (one input channel) stays oneDNN's: written as im2col + product it took
+  0.32 ms against oneDNN's 0.36, not worth the code.
 
-Activations are kept in NHWC order throughout, which is what channels_last tensors already
-are in memory, so moving between the two costs nothing, and the weights are only permuted.
+col2im's copies and adds are worked out once per shape as strided views (`_col2im_plan`):
+done with Python slicing every step, their bookkeeping cost more than the copies, which is
+what made an earlier im2col/col2im attempt slower than oneDNN. Activations are kept in
+NHWC order throughout, which is what channels_last tensors already are in memory, so moving
+between the two costs nothing.
 
 `plan(model)` accepts models that declare `convmm_forward = True` (their forward is exactly
 decoder(encoder(x))) built from Conv2d, ConvTranspose2d, ReLU and Sigmoid; anything else
@@ -61,36 +66,64 @@ def _transpose_one_channel_out(m: nn.Module) -> bool:
     return isinstance(m, nn.ConvTranspose2d) and m.out_channels == 1 and m.bias is not None and _plain(m)
 
 
+# Planes come in two layouts. One channel (the seed's last layer): "taps first", planes
+# (kh*kw, B*H*W), so each tap's copy runs along whole image rows. Several channels: "pixels
+# first", planes (B*H*W, kh*kw*C) with the channels innermost, which is what a matrix product
+# with an NHWC (channels_last) weight reads and writes.
+
 _pads: dict[tuple, torch.Tensor] = {}
 
 
-def im2col(x: torch.Tensor, k: tuple, stride: tuple, padding: tuple, out_hw: tuple) -> torch.Tensor:
-    """(B, H, W) -> planes (kh*kw, B*H'*W'): planes[i*kw + j, (b, y, x)] is
-    x[b, sy*y - py + i, sx*x - px + j], zero outside the image."""
-    (kh, kw), (sy, sx), (py, px), (ho, wo) = k, stride, padding, out_hw
-    b, h, w = x.shape
-    hp, wp = max((ho - 1) * sy + kh, py + h), max((wo - 1) * sx + kw, px + w)
-    key = (b, h, w, hp, wp, py, px, x.dtype, x.device)
+def _padded(x: torch.Tensor, hp: int, wp: int, py: int, px: int) -> torch.Tensor:
+    """x (B, H, W, C) inside a zero border, in a buffer kept per shape: only this interior
+    is ever written, so the border stays zero."""
+    b, h, w, c = x.shape
+    key = (b, h, w, c, hp, wp, py, px, x.dtype, x.device)
     pad = _pads.get(key)
-    if pad is None:  # only this interior is ever written: the border stays zero
-        pad = _pads[key] = x.new_zeros(b, hp, wp)
+    if pad is None:
+        pad = _pads[key] = x.new_zeros(b, hp, wp, c)
     pad[:, py : py + h, px : px + w] = x
-    planes = x.new_empty(kh, kw, b, ho, wo)
-    planes.copy_(pad.as_strided((kh, kw, b, ho, wo), (wp, 1, hp * wp, sy * wp, sx)))
-    return planes.view(kh * kw, b * ho * wo)
+    return pad
+
+
+def im2col(x: torch.Tensor, k: tuple, stride: tuple, padding: tuple, out_hw: tuple) -> torch.Tensor:
+    """The kernel's view of x at every output position, zero outside the image:
+    (B, H, W) -> (kh*kw, B*H'*W') with [i*kw + j, (b, y, x)] = x[b, sy*y - py + i, sx*x - px + j];
+    (B, H, W, C) -> (B*H'*W', kh*kw*C) with [(b, y, x), (i*kw + j)*C + c] = x[..., c]."""
+    (kh, kw), (sy, sx), (py, px), (ho, wo) = k, stride, padding, out_hw
+    one = x.dim() == 3
+    xc = x.unsqueeze(-1) if one else x
+    b, h, w, c = xc.shape
+    hp, wp = max((ho - 1) * sy + kh, py + h), max((wo - 1) * sx + kw, px + w)
+    pad = _padded(xc, hp, wp, py, px)
+    rows, cols = hp * wp * c, wp * c
+    if one:
+        planes = x.new_empty(kh, kw, b, ho, wo)
+        planes.copy_(pad.as_strided((kh, kw, b, ho, wo), (wp, 1, rows, sy * wp, sx)))
+        return planes.view(kh * kw, b * ho * wo)
+    planes = x.new_empty(b, ho, wo, kh, kw, c)
+    planes.copy_(pad.as_strided((b, ho, wo, kh, kw, c), (rows, sy * cols, sx * c, cols, c, 1)))
+    return planes.view(b * ho * wo, kh * kw * c)
 
 
 _col2im_plans: dict[tuple, list] = {}
 
 
-def _col2im_plan(k, stride, padding, in_hw, out_hw, b: int) -> list:
+def _col2im_plan(k, stride, padding, in_hw, out_hw, b: int, c: int) -> list:
     """col2im's copies and adds as (kind, source view, destination view) triples, each view
-    (size, stride, offset) into the contiguous planes (kh, kw, B, H, W) and output (B, H', W').
-    Worked out once per shape: the slicing arithmetic in Python costs more than the copies."""
-    key = (k, stride, padding, in_hw, out_hw, b)
+    (size, stride, offset) of shape (B, rows, columns, C) into the contiguous planes (taps
+    first if c == 1, else pixels first) and output (B, H', W', C). Worked out once per
+    shape: the slicing arithmetic in Python costs more than the copies."""
+    key = (k, stride, padding, in_hw, out_hw, b, c)
     if key in _col2im_plans:
         return _col2im_plans[key]
     (kh, kw), (sy, sx), (py, px), (h, w), (ho, wo) = k, stride, padding, in_hw, out_hw
+    taps = kh * kw
+    if c == 1:  # (kh*kw, B, H, W)
+        tap_step, src_strides = b * h * w, (h * w, w, 1, 1)
+    else:  # (B, H, W, kh*kw, C)
+        tap_step, src_strides = c, (h * w * taps * c, w * taps * c, taps * c, 1)
+    out_strides = (ho * wo * c, sy * wo * c, sx * c, 1)
     steps = []
     for ry in range(sy):
         for rx in range(sx):
@@ -98,8 +131,8 @@ def _col2im_plan(k, stride, padding, in_hw, out_hw, b: int) -> list:
             n_y, n_x = len(range(ry, ho, sy)), len(range(rx, wo, sx))
             if n_y == 0 or n_x == 0:
                 continue
-            whole = ((b, n_y, n_x), (ho * wo, sy * wo, sx), ry * wo + rx)
-            taps = []
+            whole = ((b, n_y, n_x, c), out_strides, (ry * wo + rx) * c)
+            found = []
             for i in range((ry + py) % sy, kh, sy):
                 dy = (ry + py - i) // sy  # that tap reads input row Y + dy
                 y0, y1 = max(0, -dy), min(n_y, h - dy)
@@ -107,29 +140,32 @@ def _col2im_plan(k, stride, padding, in_hw, out_hw, b: int) -> list:
                     dx = (rx + px - j) // sx
                     x0, x1 = max(0, -dx), min(n_x, w - dx)
                     if y0 < y1 and x0 < x1:
-                        size = (b, y1 - y0, x1 - x0)
-                        src = (size, (h * w, w, 1), (i * kw + j) * b * h * w + (y0 + dy) * w + x0 + dx)
-                        dst = (size, (ho * wo, sy * wo, sx), (sy * y0 + ry) * wo + sx * x0 + rx)
-                        taps.append(((y0, y1, x0, x1) == (0, n_y, 0, n_x), src, dst))
-            taps.sort(key=lambda t: not t[0])  # a tap covering the whole phase first: a copy
-            if not taps or not taps[0][0]:
+                        size = (b, y1 - y0, x1 - x0, c)
+                        at = (y0 + dy) * src_strides[1] + (x0 + dx) * src_strides[2]
+                        src = (size, src_strides, (i * kw + j) * tap_step + at)
+                        dst = (size, out_strides, ((sy * y0 + ry) * wo + sx * x0 + rx) * c)
+                        found.append(((y0, y1, x0, x1) == (0, n_y, 0, n_x), src, dst))
+            found.sort(key=lambda t: not t[0])  # a tap covering the whole phase first: a copy
+            if not found or not found[0][0]:
                 steps.append(("zero", None, whole))
-            for n, (covers, src, dst) in enumerate(taps):
+            for n, (covers, src, dst) in enumerate(found):
                 steps.append(("copy" if n == 0 and covers else "add", src, dst))
     _col2im_plans[key] = steps
     return steps
 
 
 def col2im(planes: torch.Tensor, k: tuple, stride: tuple, padding: tuple, in_hw: tuple,
-           out_hw: tuple) -> torch.Tensor:
-    """The adjoint of im2col: planes (kh*kw, B*H*W) -> (B, H', W'), where each plane [i, j]
-    is added at out[b, sy*y - py + i, sx*x - px + j]. Worked one stride phase of the output
-    at a time, so each output pixel is written by one copy and the adds of its other taps."""
+           out_hw: tuple, channels: int = 1) -> torch.Tensor:
+    """The adjoint of im2col: each tap (i, j) of planes over the (H, W) grid is added at
+    out[b, sy*y - py + i, sx*x - px + j]. One channel: (kh*kw, B*H*W) -> (B, H', W');
+    else (B*H*W, kh*kw*C) -> (B, H', W', C). Worked one stride phase of the output at a
+    time, so each output pixel is written by one copy and the adds of its other taps."""
     planes = planes.contiguous()
-    b = planes.shape[1] // (in_hw[0] * in_hw[1])
-    out = planes.new_empty(b, *out_hw)
+    n = planes.shape[1] if channels == 1 else planes.shape[0]
+    b = n // (in_hw[0] * in_hw[1])
+    out = planes.new_empty(b, *out_hw, channels)
     base = planes.storage_offset()
-    for kind, src, (size, strides, offset) in _col2im_plan(k, stride, padding, in_hw, out_hw, b):
+    for kind, src, (size, strides, offset) in _col2im_plan(k, stride, padding, in_hw, out_hw, b, channels):
         dst = out.as_strided(size, strides, offset)
         if kind == "zero":
             dst.zero_()
@@ -137,7 +173,7 @@ def col2im(planes: torch.Tensor, k: tuple, stride: tuple, padding: tuple, in_hw:
             dst.copy_(planes.as_strided(src[0], src[1], base + src[2]))
         else:
             dst.add_(planes.as_strided(src[0], src[1], base + src[2]))
-    return out
+    return out.squeeze(-1) if channels == 1 else out
 
 
 class Geometry(NamedTuple):
@@ -301,6 +337,50 @@ class _FromOnePixel:  # a transposed convolution of a 1x1 input: a linear layer
         return torch.mm(g2, self.w2.t()).view(g.shape[0], 1, 1, -1) if need_input else None
 
 
+class _Conv:  # a plain convolution of several channels: im2col and one matrix product
+    def __init__(self, m: nn.Conv2d, geo: Geometry):
+        self.geo, self.cin, self.cout = geo, m.in_channels, m.out_channels
+        self.w2, self.gw = _matrix(m.weight.detach(), self.cout), _matrix(m.weight.grad, self.cout)
+        self.b, self.gb = m.bias.detach(), m.bias.grad
+
+    def forward(self, h):
+        geo = self.geo
+        self.planes = im2col(h, geo.k, geo.stride, geo.padding, geo.out_hw)  # (N, kh*kw*Cin)
+        out = torch.addmm(self.b, self.planes, self.w2.t())
+        return out.view(h.shape[0], *geo.out_hw, self.cout)
+
+    def backward(self, g, need_input: bool):
+        geo, g2 = self.geo, g.reshape(-1, self.cout)
+        torch.mm(g2.t(), self.planes, out=self.gw)
+        torch.sum(g2, 0, out=self.gb)
+        if not need_input:
+            return None
+        return col2im(torch.mm(g2, self.w2), geo.k, geo.stride, geo.padding, geo.out_hw, geo.in_hw,
+                      self.cin)
+
+
+class _Transposed:  # a plain transposed convolution to several channels: a product and col2im
+    def __init__(self, m: nn.ConvTranspose2d, geo: Geometry):
+        self.geo, self.cin, self.cout = geo, m.in_channels, m.out_channels
+        self.w2, self.gw = _matrix(m.weight.detach(), self.cin), _matrix(m.weight.grad, self.cin)
+        self.b, self.gb = m.bias.detach(), m.bias.grad
+
+    def forward(self, h):
+        geo = self.geo
+        self.shape = h.shape
+        self.h2 = h.reshape(-1, self.cin)
+        out = col2im(torch.mm(self.h2, self.w2), geo.k, geo.stride, geo.padding, geo.in_hw,
+                     geo.out_hw, self.cout)
+        return out.add_(self.b)
+
+    def backward(self, g, need_input: bool):
+        geo = self.geo
+        planes = im2col(g, geo.k, geo.stride, geo.padding, geo.in_hw)  # (N, kh*kw*Cout)
+        torch.mm(self.h2.t(), planes, out=self.gw)
+        torch.sum(g.reshape(-1, self.cout), 0, out=self.gb)
+        return torch.mm(planes, self.w2.t()).view(self.shape) if need_input else None
+
+
 class _OneDNN:  # any other convolution: ATen's (oneDNN) kernels on channels_last views
     def __init__(self, m: nn.Module, geo: Geometry):
         self.w, self.gw = m.weight.detach(), m.weight.grad
@@ -334,11 +414,12 @@ class _ReLU:
         return aten.threshold_backward(g, self.out, 0)
 
 
-def build_ops(layers: list[nn.Module], in_shape: tuple) -> tuple[list, tuple]:
+def build_ops(layers: list[nn.Module], in_shape: tuple, onednn: bool = False) -> tuple[list, tuple]:
     """Hand-written ops for `layers` (a `plan` without its final Sigmoid) on inputs of
     NHWC shape (H, W, C), and the NHWC shape of their output. Raises ValueError where
     they do not apply: a Sigmoid before the end, weights that are not channels_last,
-    parameters without .grad tensors, padding other than zeros, groups or dilation."""
+    parameters without .grad tensors, padding other than zeros, groups or dilation.
+    onednn=True runs every convolution on oneDNN (what benchmarks/conv_layers.py compares)."""
     ops = []
     hh, ww, c = in_shape
     for m in layers:
@@ -352,13 +433,21 @@ def build_ops(layers: list[nn.Module], in_shape: tuple) -> tuple[list, tuple]:
         if not _plain(m):
             raise ValueError(f"{m}: only zero padding given as numbers, no groups or dilation")
         geo = _geometry(m, hh, ww)
-        if isinstance(m, nn.Conv2d) and _conv_is_linear(m, hh, ww):
+        if onednn:
+            op = _OneDNN(m, geo)
+        elif isinstance(m, nn.Conv2d) and _conv_is_linear(m, hh, ww):
             op = _WholeInputConv(m, geo)
         elif isinstance(m, nn.ConvTranspose2d) and _transpose_is_linear(m, hh, ww):
             op = _FromOnePixel(m, geo)
         elif _transpose_one_channel_out(m):
             op = _OneChannelOut(m, geo)
-        else:
+        elif m.bias is None:
+            op = _OneDNN(m, geo)
+        elif isinstance(m, nn.Conv2d) and m.in_channels > 1:
+            op = _Conv(m, geo)
+        elif isinstance(m, nn.ConvTranspose2d):
+            op = _Transposed(m, geo)
+        else:  # one input channel: oneDNN is as fast
             op = _OneDNN(m, geo)
         ops.append(op)
         (hh, ww), c = geo.out_hw, m.out_channels

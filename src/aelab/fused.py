@@ -12,8 +12,8 @@ hand with the ATen kernels autograd itself would call (`mm`, `sigmoid_backward`,
 Adam/AdamW kernel on the optimizer's own state. Measured on a 2-core x86 CPU it takes about
 0.8 ms per step against 1.6 ms for autograd + torch.optim (benchmarks/train_throughput.py).
 ConvStep does the same for Conv2d/ConvTranspose2d/ReLU models ending in a Sigmoid (the
-seed's `conv`), with one hand-written op per layer from aelab.convmm: 4.05 ms per `conv`
-step against about 4.8 ms for autograd over the same layers.
+seed's `conv`), with one hand-written op per layer from aelab.convmm: about 3.7 ms per
+`conv` step, where autograd over aelab.convmm.forward with FlatAdam takes about 4.8 ms.
 
 The results equal the autograd path's to float rounding (tests/test_fused.py trains both
 and compares). Anything these steps do not cover (other layers, GPU devices, bf16,
@@ -181,8 +181,8 @@ class FusedDenseStep:
 
 class ConvStep:
     """One training step (forward, backward, optimizer) of a `conv_plan` model, such as the
-    seed's `conv`, on 28x28 images: aelab.convmm's ops for each layer (the seed's last layer
-    and its two 1-pixel layers as matrix products, the others oneDNN's), the loss as in
+    seed's `conv`, on 28x28 images: aelab.convmm's ops for each layer (all but the first
+    as matrix products, with im2col/col2im where the kernel slides), the loss as in
     FusedDenseStep, and FlatAdam. Against autograd over the same ops it saves
     the graph, the separate weight-gradient accumulation and the optimizer's bookkeeping.
     Same calling convention as FusedDenseStep."""
