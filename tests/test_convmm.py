@@ -59,15 +59,16 @@ def _one_channel_pair(k, s, p, op):
     return conv, convt
 
 
-@pytest.mark.parametrize("channels", [1, 5])
+@pytest.mark.parametrize("channels", [None, 1, 5])  # None: (B, H, W), planes taps first
 @pytest.mark.parametrize("k,s,p,op", GEOMETRIES)
 def test_im2col_and_col2im_are_adjoint(k, s, p, op, channels):
     conv, _ = _one_channel_pair(k, s, p, op)
-    x = torch.randn(2, 11, 13) if channels == 1 else torch.randn(2, 11, 13, channels)
+    x = torch.randn(2, 11, 13) if channels is None else torch.randn(2, 11, 13, channels)
     geo = convmm._geometry(conv, 11, 13)
     planes = convmm.im2col(x, geo.k, geo.stride, geo.padding, geo.out_hw)
     q = torch.randn_like(planes)
-    back = convmm.col2im(q, geo.k, geo.stride, geo.padding, geo.out_hw, geo.in_hw, channels)
+    back = convmm.col2im(q, geo.k, geo.stride, geo.padding, geo.out_hw, geo.in_hw,
+                         None if x.dim() == 3 else channels)
     assert back.shape == x.shape
     assert torch.allclose((planes * q).sum(), (x * back).sum(), rtol=1e-5)
 

@@ -109,17 +109,17 @@ def im2col(x: torch.Tensor, k: tuple, stride: tuple, padding: tuple, out_hw: tup
 _col2im_plans: dict[tuple, list] = {}
 
 
-def _col2im_plan(k, stride, padding, in_hw, out_hw, b: int, c: int) -> list:
+def _col2im_plan(k, stride, padding, in_hw, out_hw, b: int, c: int, taps_first: bool) -> list:
     """col2im's copies and adds as (kind, source view, destination view) triples, each view
-    (size, stride, offset) of shape (B, rows, columns, C) into the contiguous planes (taps
-    first if c == 1, else pixels first) and output (B, H', W', C). Worked out once per
-    shape: the slicing arithmetic in Python costs more than the copies."""
-    key = (k, stride, padding, in_hw, out_hw, b, c)
+    (size, stride, offset) of shape (B, rows, columns, C) into the contiguous planes and
+    output (B, H', W', C). Worked out once per shape: the slicing arithmetic in Python costs
+    more than the copies."""
+    key = (k, stride, padding, in_hw, out_hw, b, c, taps_first)
     if key in _col2im_plans:
         return _col2im_plans[key]
     (kh, kw), (sy, sx), (py, px), (h, w), (ho, wo) = k, stride, padding, in_hw, out_hw
     taps = kh * kw
-    if c == 1:  # (kh*kw, B, H, W)
+    if taps_first:  # (kh*kw, B, H, W), one channel
         tap_step, src_strides = b * h * w, (h * w, w, 1, 1)
     else:  # (B, H, W, kh*kw, C)
         tap_step, src_strides = c, (h * w * taps * c, w * taps * c, taps * c, 1)
@@ -155,17 +155,19 @@ def _col2im_plan(k, stride, padding, in_hw, out_hw, b: int, c: int) -> list:
 
 
 def col2im(planes: torch.Tensor, k: tuple, stride: tuple, padding: tuple, in_hw: tuple,
-           out_hw: tuple, channels: int = 1) -> torch.Tensor:
+           out_hw: tuple, channels: int | None = None) -> torch.Tensor:
     """The adjoint of im2col: each tap (i, j) of planes over the (H, W) grid is added at
-    out[b, sy*y - py + i, sx*x - px + j]. One channel: (kh*kw, B*H*W) -> (B, H', W');
+    out[b, sy*y - py + i, sx*x - px + j]. channels None: (kh*kw, B*H*W) -> (B, H', W');
     else (B*H*W, kh*kw*C) -> (B, H', W', C). Worked one stride phase of the output at a
     time, so each output pixel is written by one copy and the adds of its other taps."""
     planes = planes.contiguous()
-    n = planes.shape[1] if channels == 1 else planes.shape[0]
-    b = n // (in_hw[0] * in_hw[1])
-    out = planes.new_empty(b, *out_hw, channels)
+    taps_first = channels is None
+    n = planes.shape[1] if taps_first else planes.shape[0]
+    b, c = n // (in_hw[0] * in_hw[1]), 1 if taps_first else channels
+    out = planes.new_empty(b, *out_hw, c)
     base = planes.storage_offset()
-    for kind, src, (size, strides, offset) in _col2im_plan(k, stride, padding, in_hw, out_hw, b, channels):
+    for kind, src, (size, strides, offset) in _col2im_plan(k, stride, padding, in_hw, out_hw, b, c,
+                                                           taps_first):
         dst = out.as_strided(size, strides, offset)
         if kind == "zero":
             dst.zero_()
@@ -173,7 +175,7 @@ def col2im(planes: torch.Tensor, k: tuple, stride: tuple, padding: tuple, in_hw:
             dst.copy_(planes.as_strided(src[0], src[1], base + src[2]))
         else:
             dst.add_(planes.as_strided(src[0], src[1], base + src[2]))
-    return out.squeeze(-1) if channels == 1 else out
+    return out.squeeze(-1) if taps_first else out
 
 
 class Geometry(NamedTuple):
