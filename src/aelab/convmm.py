@@ -13,11 +13,10 @@ backward per step, benchmarks/conv_layers.py, both forms of each layer side by s
   output one stride phase at a time, each output pixel written by one copy and the adds of
   its other taps; backward gathers the output gradient into planes (im2col: one strided
   copy) and multiplies. 0.55 ms against 1.0;
-- in build_ops only, its 3x3 stride-2 layers with several channels: im2col + one product
-  (convolution) or one product + col2im (transposed), with the channels innermost so the
-  products read the NHWC weights as they are. About 0.77 and 0.80 ms against 0.83 and 0.92;
-- the first layer (one input channel) stays oneDNN's: written as im2col + product it took
-  0.32 ms against oneDNN's 0.36, not worth the code.
+- in build_ops only, its other three layers, 3x3 with stride 2: im2col + one product
+  (convolutions) or one product + col2im (the transposed one), with the channels innermost
+  so the products read the NHWC weights as they are (the first layer's one input channel
+  takes the taps-first planes). About 0.33, 0.73 and 0.77 ms against 0.37, 0.81 and 0.91.
 
 col2im's copies and adds are worked out once per shape as strided views (`_col2im_plan`):
 done with Python slicing every step, their bookkeeping cost more than the copies, which is
@@ -339,24 +338,30 @@ class _FromOnePixel:  # a transposed convolution of a 1x1 input: a linear layer
         return torch.mm(g2, self.w2.t()).view(g.shape[0], 1, 1, -1) if need_input else None
 
 
-class _Conv:  # a plain convolution of several channels: im2col and one matrix product
+class _Conv:  # a plain convolution: im2col and one matrix product
     def __init__(self, m: nn.Conv2d, geo: Geometry):
         self.geo, self.cin, self.cout = geo, m.in_channels, m.out_channels
         self.w2, self.gw = _matrix(m.weight.detach(), self.cout), _matrix(m.weight.grad, self.cout)
         self.b, self.gb = m.bias.detach(), m.bias.grad
+        self.one = self.cin == 1  # one input channel: planes taps first, used transposed
 
     def forward(self, h):
         geo = self.geo
-        self.planes = im2col(h, geo.k, geo.stride, geo.padding, geo.out_hw)  # (N, kh*kw*Cin)
-        out = torch.addmm(self.b, self.planes, self.w2.t())
-        return out.view(h.shape[0], *geo.out_hw, self.cout)
+        x = h.reshape(h.shape[:3]) if self.one else h
+        self.planes = im2col(x, geo.k, geo.stride, geo.padding, geo.out_hw)
+        a = self.planes.t() if self.one else self.planes  # (N, kh*kw*Cin)
+        return torch.addmm(self.b, a, self.w2.t()).view(h.shape[0], *geo.out_hw, self.cout)
 
     def backward(self, g, need_input: bool):
         geo, g2 = self.geo, g.reshape(-1, self.cout)
-        torch.mm(g2.t(), self.planes, out=self.gw)
+        torch.mm(g2.t(), self.planes.t() if self.one else self.planes, out=self.gw)
         torch.sum(g2, 0, out=self.gb)
         if not need_input:
             return None
+        if self.one:
+            gx = col2im(torch.mm(self.w2.t(), g2.t()), geo.k, geo.stride, geo.padding, geo.out_hw,
+                        geo.in_hw)
+            return gx.unsqueeze(-1)
         return col2im(torch.mm(g2, self.w2), geo.k, geo.stride, geo.padding, geo.out_hw, geo.in_hw,
                       self.cin)
 
@@ -445,12 +450,10 @@ def build_ops(layers: list[nn.Module], in_shape: tuple, onednn: bool = False) ->
             op = _OneChannelOut(m, geo)
         elif m.bias is None:
             op = _OneDNN(m, geo)
-        elif isinstance(m, nn.Conv2d) and m.in_channels > 1:
+        elif isinstance(m, nn.Conv2d):
             op = _Conv(m, geo)
-        elif isinstance(m, nn.ConvTranspose2d):
+        else:
             op = _Transposed(m, geo)
-        else:  # one input channel: oneDNN is as fast
-            op = _OneDNN(m, geo)
         ops.append(op)
         (hh, ww), c = geo.out_hw, m.out_channels
     return ops, (hh, ww, c)

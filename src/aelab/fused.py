@@ -12,7 +12,7 @@ hand with the ATen kernels autograd itself would call (`mm`, `sigmoid_backward`,
 Adam/AdamW kernel on the optimizer's own state. Measured on a 2-core x86 CPU it takes about
 0.8 ms per step against 1.6 ms for autograd + torch.optim (benchmarks/train_throughput.py).
 ConvStep does the same for Conv2d/ConvTranspose2d/ReLU models ending in a Sigmoid (the
-seed's `conv`), with one hand-written op per layer from aelab.convmm: about 3.7 ms per
+seed's `conv`), with one hand-written op per layer from aelab.convmm: about 3.4 ms per
 `conv` step, where autograd over aelab.convmm.forward with FlatAdam takes about 4.8 ms.
 
 The results equal the autograd path's to float rounding (tests/test_fused.py trains both
@@ -181,9 +181,9 @@ class FusedDenseStep:
 
 class ConvStep:
     """One training step (forward, backward, optimizer) of a `conv_plan` model, such as the
-    seed's `conv`, on 28x28 images: aelab.convmm's ops for each layer (all but the first
-    as matrix products, with im2col/col2im where the kernel slides), the loss as in
-    FusedDenseStep, and FlatAdam. Against autograd over the same ops it saves
+    seed's `conv`, on 28x28 images: aelab.convmm's ops for each layer (matrix products,
+    with im2col/col2im where the kernel slides), the loss as in FusedDenseStep, and
+    FlatAdam. Against autograd over the same ops it saves
     the graph, the separate weight-gradient accumulation and the optimizer's bookkeeping.
     Same calling convention as FusedDenseStep."""
 
