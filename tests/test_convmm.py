@@ -12,6 +12,18 @@ def _grads(loss, model):
     return torch.autograd.grad(loss, list(model.parameters()))
 
 
+def _assert_forward_equals_torch(conv, convt, x, atol_out, atol_grad):
+    """convmm.forward over [conv, convt] against torch: outputs, and gradients of x and all
+    parameters for one random output gradient."""
+    ref = convt(conv(x))
+    got = convmm.forward([conv, convt], x)
+    assert got.shape == ref.shape and torch.allclose(got, ref, atol=atol_out)
+    params = [x, *conv.parameters(), *convt.parameters()]
+    g = torch.randn_like(ref)
+    for w, h in zip(torch.autograd.grad(ref, params, g), torch.autograd.grad(got, params, g), strict=True):
+        assert torch.allclose(w, h, atol=atol_grad)
+
+
 def test_seed_conv_forward_and_gradients_equal_the_model():
     for memory_format in (torch.contiguous_format, torch.channels_last):
         torch.manual_seed(0)
@@ -30,14 +42,8 @@ def test_seed_conv_forward_and_gradients_equal_the_model():
 def test_linear_in_disguise_layers_with_several_channels():
     torch.manual_seed(1)
     conv, convt = nn.Conv2d(3, 4, (5, 6)), nn.ConvTranspose2d(4, 2, (3, 2))
-    x = torch.randn(2, 3, 5, 6, requires_grad=True)
-    ref = convt(conv(x))  # (2, 4, 1, 1) -> (2, 2, 3, 2)
-    got = convmm.forward([conv, convt], x)
-    assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-6)
-    params = [x, *conv.parameters(), *convt.parameters()]
-    g = torch.randn_like(ref)
-    for w, h in zip(torch.autograd.grad(ref, params, g), torch.autograd.grad(got, params, g), strict=True):
-        assert torch.allclose(w, h, atol=1e-5)
+    x = torch.randn(2, 3, 5, 6, requires_grad=True)  # (2, 4, 1, 1) -> (2, 2, 3, 2) in between
+    _assert_forward_equals_torch(conv, convt, x, atol_out=1e-6, atol_grad=1e-5)
 
 
 def test_plan_refuses_what_it_cannot_run():
@@ -77,13 +83,7 @@ def test_im2col_and_col2im_are_adjoint(k, s, p, op, channels):
 def test_one_channel_layers_equal_torch_under_autograd(k, s, p, op):
     conv, convt = _one_channel_pair(k, s, p, op)
     x = torch.randn(3, 1, 11, 13, requires_grad=True)
-    ref = convt(conv(x))
-    got = convmm.forward([conv, convt], x)
-    assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)
-    params = [x, *conv.parameters(), *convt.parameters()]
-    g = torch.randn_like(ref)
-    for w, h in zip(torch.autograd.grad(ref, params, g), torch.autograd.grad(got, params, g), strict=True):
-        assert torch.allclose(w, h, atol=1e-4)
+    _assert_forward_equals_torch(conv, convt, x, atol_out=1e-5, atol_grad=1e-4)
 
 
 @pytest.mark.parametrize("onednn", [False, True])

@@ -129,7 +129,7 @@ class Objective(nn.Module):
         self.model, self.loss = model, loss
         self.bf16 = precision == "bf16"
         # CPU, float32: small conv models train through aelab.convmm (the same function,
-        # with the 1-pixel convolutions as matrix products)
+        # with the 1-pixel and one-channel-output convolutions as matrix products)
         on_cpu = torch.device(device).type == "cpu"
         self.layers = convmm.plan(model) if on_cpu and not self.bf16 else None
 
