@@ -36,7 +36,7 @@ TARGETS = {"p50_ms": 5.0, "p99_ms": 30.0, "rss_growth_pct": 5.0}
 def train_seed_runs(folder: Path, data_dir: Path | None) -> list[Path]:
     """One-epoch runs of the two seed models: their speed, not their accuracy, is measured."""
     from aelab.config import TrainConfig
-    from aelab.trainer import train
+    from aelab.train import train
 
     runs = []
     for model in ("linear", "conv"):

@@ -23,7 +23,7 @@ def seed_runs(tmp_path_factory, mnist_dir) -> dict:
     high enough that the 4 steps already make input-dependent reconstructions; trained once
     per session for the serve, browser and export tests."""
     from aelab.config import TrainConfig
-    from aelab.trainer import train
+    from aelab.train import train
 
     root = tmp_path_factory.getbasetemp() / "seed-runs"
     for model in ("linear", "conv"):

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from aelab.anomaly import format_table, roc_auc, score_holdout
+from aelab.apps.anomaly import format_table, roc_auc, score_holdout
 from aelab.cli import main
 from aelab.data import ensure_dataset
 from aelab.errors import AelabError, DataError
-from aelab.evaluate import reconstruction_sse
+from aelab.data.batches import reconstruction_sse
 
 
 def test_roc_auc_known_answers():

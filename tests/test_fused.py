@@ -1,13 +1,24 @@
-"""The hand-written steps (aelab.fused) must train exactly what autograd trains."""
+"""The hand-written steps (aelab.train.fast) must train exactly what autograd trains, and
+make_step is the one door that picks them, says which it picked, and can be shut."""
+
+import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from aelab.config import TrainConfig
-from aelab.fused import ConvStep, FusedDenseStep, conv_plan, dense_plan, make_step, unsupported
+from aelab.train.fast import (
+    ConvStep,
+    FusedDenseStep,
+    conv_plan,
+    dense_plan,
+    flat_adam,
+    fused_step,
+    unsupported,
+)
 from aelab.models import build_model
-from aelab.trainer import Trainer, train
+from aelab.train import Trainer, train
 
 
 def _pair(model="linear", optimizer="adam", **model_args):
@@ -29,8 +40,9 @@ def _pair(model="linear", optimizer="adam", **model_args):
 @pytest.mark.parametrize("grad_clip", [None, 0.05])
 def test_steps_equal_autograd(model, loss, optimizer, grad_clip):
     (ma, mb), (oa, ob) = _pair(model, optimizer=optimizer)
-    fused = make_step(mb, ob, loss, grad_clip)
-    assert type(fused) is (FusedDenseStep if model == "linear" else ConvStep)
+    cfg = TrainConfig(model=model, loss=loss, optimizer=optimizer, grad_clip=grad_clip)
+    fused, why = fused_step(mb, ob, cfg, torch.device("cpu"), False)
+    assert why is None and type(fused) is (FusedDenseStep if model == "linear" else ConvStep)
     g = torch.Generator().manual_seed(0)
     for batch in (64, 64, 17, 64):  # a ragged batch in between: buffers per batch size
         x = torch.rand(batch, 1, 28, 28, generator=g)
@@ -91,7 +103,8 @@ def test_training_run_equals_autograd_run_and_resumes(model, mnist_dir, tmp_path
     # the checkpoint (with the fused step's shared step counts) loads and resumes
     t = Trainer(cfg.replace(epochs=3), tmp_path / "fused", **quiet)
     t.run(resume=True)
-    assert t.fused_step is not None and [m["epoch"] for m in t.metrics] == [1, 2, 3]
+    assert t.choice.name == ("fused-dense" if model == "linear" else "fused-conv")
+    assert [m["epoch"] for m in t.metrics] == [1, 2, 3]
     state = load_file(tmp_path / "fused" / "checkpoints" / "last.safetensors")
     steps = {float(v) for k, v in state.items() if k.endswith(".step")}
     assert steps == {30.0}  # 3 epochs of 10 batches, every parameter
@@ -102,13 +115,13 @@ def test_models_outside_the_plans_still_use_autograd(mnist_dir, tmp_path):
                       device="cpu", figure_every=100)
     t = Trainer(cfg, tmp_path / "c", data_dir=mnist_dir, log=lambda _m: None, progress=False)
     t.run()
-    assert t.fused_step is None and "Linear or Conv/ReLU" in t.fused_off_reason
-    assert t.flat_adam is not None  # autograd, with FlatAdam's one-call update
+    assert t.choice.name == "autograd" and "Linear or Conv/ReLU" in t.choice.fast_refused
+    assert t.choice.step.adam is not None  # autograd, with FlatAdam's one-call update
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_flat_adam_equals_torch_optim_on_a_channels_last_conv_model(optimizer):
-    from aelab.fused import FlatAdam
+    from aelab.train.fast import FlatAdam
 
     cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
     models, opts = [], []
@@ -131,3 +144,58 @@ def test_flat_adam_equals_torch_optim_on_a_channels_last_conv_model(optimizer):
     for pa, pb in zip(models[0].parameters(), models[1].parameters(), strict=True):
         assert torch.allclose(pa, pb, rtol=1e-5, atol=1e-7)
     assert float(opts[1].state[models[1].encoder[0].weight]["step"]) == 3.0
+
+
+@pytest.mark.parametrize("model", ["linear", "conv"])
+def test_the_step_is_printed_once_and_recorded_in_the_run(model, mnist_dir, tmp_path):
+    cfg = TrainConfig(model=model, epochs=1, limit=128, device="cpu", figure_every=100)
+    logs = []
+    train(cfg, tmp_path / "r", data_dir=mnist_dir, log=logs.append, progress=False)
+    name = "fused-dense" if model == "linear" else "fused-conv"
+    assert [m for m in logs if m.startswith("step:")] == [
+        f"step: {name}: hand-written forward, backward and FlatAdam update"]
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    meta = json.loads((tmp_path / "r" / "checkpoints" / "last.json").read_text())
+    for d in (saved, meta):
+        assert d["step"] == name and d["fast_refused"] is None
+
+
+def test_no_fast_turns_every_hand_written_path_off(mnist_dir, tmp_path):
+    cfg = TrainConfig(model="conv", epochs=1, limit=128, device="cpu", figure_every=100, fast=False)
+    t = Trainer(cfg, tmp_path / "r", data_dir=mnist_dir, log=lambda _m: None, progress=False)
+    t.run()
+    step = t.choice.step
+    assert t.choice.name == "autograd" and "--no-fast" in t.choice.fast_refused
+    assert step.adam is None and step.objective.layers is None  # no FlatAdam, no convmm
+    assert not any(type(p).__name__ == "FlatAdam" for p in vars(step).values())
+    meta = json.loads((tmp_path / "r" / "checkpoints" / "last.json").read_text())
+    assert meta["step"] == "autograd" and meta["config"]["fast"] is False
+    assert "torch.optim update" in meta["step_detail"]
+
+
+@pytest.mark.parametrize("model", ["linear", "convnet"])
+def test_a_failing_fused_adam_kernel_falls_back_to_torch_optim(model, mnist_dir, tmp_path, monkeypatch):
+    """A PyTorch whose private kernel changed: training goes on through torch.optim, with
+    one note, and matches a run that used torch.optim from the start."""
+    def changed_signature(*_a, **_kw):
+        raise TypeError("_fused_adam_() got an unexpected keyword argument 'beta1'")
+
+    args = {"latent_dim": 8} if model == "convnet" else {}
+    cfg = TrainConfig(model=model, model_args=args, epochs=2, limit=256, device="cpu",
+                      figure_every=100)
+    quiet = dict(data_dir=mnist_dir, progress=False)
+    ref = train(cfg.replace(fast=False), tmp_path / "ref", log=lambda _m: None, **quiet)
+    monkeypatch.setattr(flat_adam, "_call_kernel", changed_signature)
+    logs = []
+    t = Trainer(cfg, tmp_path / "r", log=logs.append, **quiet)
+    t.run()
+    notes = [m for m in logs if "fused Adam kernel failed" in m]
+    assert len(notes) == 1 and "TypeError" in notes[0] and "torch.optim" in notes[0]
+    for a, b in zip(t.metrics, ref.metrics, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+    meta = json.loads((tmp_path / "r" / "checkpoints" / "last.json").read_text())
+    assert "fused kernel failed" in meta["step_detail"]
+    # the saved state resumes, each parameter with its own step count
+    t2 = Trainer(cfg.replace(epochs=3), tmp_path / "r", log=lambda _m: None, **quiet)
+    t2.run(resume=True)
+    assert [m["epoch"] for m in t2.metrics] == [1, 2, 3]

@@ -9,7 +9,7 @@ from torch import nn
 
 from aelab.errors import AelabError
 from aelab.models import build_model, count_parameters
-from aelab.modern import MLP_SHAPES
+from aelab.models.modern import MLP_SHAPES
 
 
 def _dense_params(sizes):

@@ -11,11 +11,13 @@ import torch
 from aelab.cli import main
 from aelab.config import TrainConfig
 from aelab.data import load_dataset
-from aelab.evaluate import pca_basis, pca_sse
+from aelab.pca import basis as pca_basis
+from aelab.pca import codes as pca_codes
+from aelab.pca import sse as pca_sse
 from aelab.models import build_model
 from aelab.presets import PRESETS
-from aelab.represent import knn_accuracy, pca_codes, probe_accuracy
-from aelab.results import ROWS, VAL_SPLIT, combine_seeds, ensure_trained, preset_config
+from aelab.represent import knn_accuracy, probe_accuracy
+from aelab.apps.results import ROWS, VAL_SPLIT, combine_seeds, ensure_trained, preset_config
 
 LEARNED = [r for r in ROWS if r.preset is not None]
 REQUIRED = {"name", "model", "latent_dim", "params", "sse_per_image", "sse_per_image_std",

@@ -11,7 +11,10 @@ import torch
 
 from aelab.config import TrainConfig
 from aelab.errors import AelabError
-from aelab.trainer import Objective, Trainer, corrupt, lr_factor, train
+from aelab.data.batches import corrupt
+from aelab.train import Trainer, train
+from aelab.train.step import AutogradStep, Objective
+from aelab.train.trainer import lr_factor
 from aelab.models import build_model
 
 
@@ -40,16 +43,20 @@ def test_exclude_digits_leaves_them_out(mnist_dir, tmp_path):
 
 def test_padded_batch_step_equals_the_ragged_batch():
     """The --cuda-graphs padding (weight-0 repeats) must not change the optimisation step."""
-    torch.manual_seed(0)
-    m = build_model("linear")
-    obj = Objective(m, "mse", "fp32", "cpu")
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(build_model("linear"))
+    steps = [AutogradStep(Objective(m, "mse", "fp32"), m, torch.optim.SGD(m.parameters(), lr=0.5), None)
+             for m in models]
     x = torch.rand(5, 1, 28, 28)
-    g1 = torch.autograd.grad(obj(x, x).mean(), list(m.parameters()))
     xp = torch.cat([x, x[:3]])
     w = torch.tensor([1.0] * 5 + [0.0] * 3)
-    g2 = torch.autograd.grad((obj(xp, xp) * w).sum() / w.sum(), list(m.parameters()))
-    for a, b in zip(g1, g2, strict=True):
+    ragged, padded = steps[0](x, x), steps[1](xp, xp, w)
+    assert torch.allclose(ragged, padded, atol=1e-7)
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-7)
+    assert not torch.equal(models[0].encoder[0].weight, build_model("linear").encoder[0].weight)
 
 
 def test_schedules():
@@ -86,12 +93,13 @@ def test_options_train_and_lower_the_loss(mnist_dir, tmp_path, kw):
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
 def test_compile_trains_the_same_as_eager_on_cpu(mnist_dir, tmp_path):
-    # --compile wraps the whole loss (aelab.convmm's forward, with its autograd function)
+    # --compile wraps the whole loss (convmm's forward, with its autograd function)
     cfg = _cfg(model="conv", limit=256, figure_every=100)
     eager = train(cfg, tmp_path / "eager", data_dir=mnist_dir, log=_quiet, fused=False)
     t = Trainer(cfg.replace(compile=True), tmp_path / "compiled", data_dir=mnist_dir, log=_quiet)
     t.run()
-    assert t.fused_step is None and "compiled" in t.fused_off_reason
+    assert t.choice.name == "autograd" and "compiled" in t.choice.fast_refused
+    assert t.choice.step.objective._orig_mod.layers is not None  # convmm under compile
     assert t.metrics[0]["test_mse"] == pytest.approx(eager.metrics[0]["test_mse"], rel=1e-3)
 
 

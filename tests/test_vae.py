@@ -11,7 +11,7 @@ from aelab.cli import main
 from aelab.data import load_dataset
 from aelab.errors import AelabError
 from aelab.models import build_model
-from aelab.vae import kl_standard_normal, log_mean_exp, slerp
+from aelab.models.vae import kl_standard_normal, log_mean_exp, slerp
 
 
 def _images(n=6, seed=0):
@@ -162,7 +162,7 @@ def test_negative_elbo_falls_during_training(vae_run):
 
 
 def test_extra_metrics_are_repeatable_and_ordered(vae_run, mnist_dir):
-    from aelab.checkpoint import load_run
+    from aelab.runs import load_run
 
     model = load_run(vae_run).model
     test_x, _ = load_dataset("mnist", "test", data_dir=mnist_dir)
@@ -180,7 +180,7 @@ def test_extra_metrics_are_repeatable_and_ordered(vae_run, mnist_dir):
 
 
 def test_more_importance_samples_tighten_the_bound(vae_run, mnist_dir):
-    from aelab.checkpoint import load_run
+    from aelab.runs import load_run
 
     model = load_run(vae_run).model
     test_x, _ = load_dataset("mnist", "test", data_dir=mnist_dir)

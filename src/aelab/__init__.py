@@ -3,38 +3,51 @@
 Notebook API (the CLI calls the same functions)::
 
     import aelab
+    aelab.runtime.prepare_process()                            # optional: the CLI's speed settings
     train_x, train_y = aelab.load_dataset("mnist", "train")   # uint8 (60000, 28, 28), int64
     model = aelab.build_model("conv")
     result = aelab.train(aelab.TrainConfig(model="conv", epochs=2))
     run = aelab.load(result.run_dir)                           # .model, .config, .meta
     print(aelab.evaluate_run(result.run_dir)["sse_per_image"])
 
+The package, bottom to top (a module imports only from layers below it; tests/test_layers.py
+checks): errors, _io, config, presets, runtime; data/, models/; figures, runs; train/;
+pca, represent, evaluate; apps/; cli/.
+
 Importing aelab does no work: each name is imported on first use.
 """
 
-from ._version import __version__
+import importlib
+
+__version__ = "0.1.0"
 
 _LAZY = {
     "load_dataset": "data", "ensure_dataset": "data", "DATASETS": "data",
     "build_model": "models", "MODELS": "models", "register_model": "models",
     "count_parameters": "models",
     "TrainConfig": "config",
-    "train": "trainer", "resume": "trainer", "Trainer": "trainer",
-    "load": ("checkpoint", "load_run"), "load_run": "checkpoint",
+    "train": "train", "resume": "train", "Trainer": "train",
+    "load": ("runs", "load_run"), "load_run": "runs",
     "evaluate_run": "evaluate", "reconstruction_sse": "evaluate",
     "AelabError": "errors",
 }
+_SUBMODULES = ("apps", "cli", "config", "data", "errors", "evaluate", "figures", "models", "pca",
+               "presets", "represent", "runs", "runtime", "train")
 
 __all__ = ["__version__", *sorted(_LAZY)]  # noqa: PLE0604
 
 
 def __getattr__(name):
+    if name in _SUBMODULES:  # aelab.runtime.prepare_process() without a separate import
+        return importlib.import_module(f".{name}", __name__)
     if name not in _LAZY:
         raise AttributeError(f"module 'aelab' has no attribute {name!r}")
-    import importlib
-
     target = _LAZY[name]
     module, attr = target if isinstance(target, tuple) else (target, name)
     value = getattr(importlib.import_module(f".{module}", __name__), attr)
     globals()[name] = value
     return value
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})

@@ -43,6 +43,7 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": autocast forward passes to bfloat16
     compile: bool = False  # torch.compile the model
     cuda_graphs: bool = False  # CUDA only: fixed-shape steps captured as CUDA graphs
+    fast: bool = True  # the hand-written CPU paths (aelab.train.fast); False: plain autograd
 
     def __post_init__(self):
         self.validate()
@@ -70,6 +71,9 @@ class TrainConfig:
                               ("schedule", SCHEDULES), ("precision", PRECISIONS)):
             if getattr(self, name) not in choices:
                 bad(name, f"choose one of {', '.join(choices)}")
+        for name in ("compile", "cuda_graphs", "fast"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "must be true or false")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             bad("grad_clip", "must be a finite number > 0, or omitted")
         if not isinstance(self.val_split, int) or not 0 <= self.val_split < 60000:

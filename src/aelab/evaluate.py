@@ -11,38 +11,19 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save as st_save
 
-from ._io import atomic_write_bytes
+from . import data as data_mod
+from . import pca
+from ._io import atomic_write_json
 from .config import parse_noise
+from .data.batches import corrupt, epoch_generator, reconstruction_sse, to_float
+from .models import count_parameters
+from .runs import eval_file_name, load_run, read_metrics
+from .runtime import resolve_device
+
+__all__ = ["evaluate_run", "format_table", "reconstruction_sse", "summarize", "to_float"]
 
 PIXELS = 28 * 28
-
-
-def to_float(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 28, 28) -> float (B, 1, 28, 28) in [0, 1]."""
-    return images_u8.unsqueeze(1).float().div_(255.0)
-
-
-@torch.inference_mode()
-def reconstruction_sse(model, images_u8: torch.Tensor, batch_size: int = 1000,
-                       corrupt_fn=None) -> torch.Tensor:
-    """Per-image squared error summed over pixels, (N,) float64 on the CPU.
-
-    The model and the images must be on the same device; the model is put in eval mode.
-    `corrupt_fn(x)`, if given, makes the model's input; the error is against the clean x.
-    """
-    was_training = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(images_u8), batch_size):
-        x = to_float(images_u8[i : i + batch_size])
-        x_in = corrupt_fn(x) if corrupt_fn is not None else x
-        err = (model(x_in).float() - x).square().flatten(1).sum(1)  # (B,)
-        out.append(err.double().cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
 def summarize(sse: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
@@ -65,46 +46,6 @@ def summarize(sse: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
     return out
 
 
-# --- PCA ------------------------------------------------------------------------------
-
-
-def _fit_pca(train_u8: torch.Tensor) -> dict:
-    """Exact PCA in float64: the eigenvectors of the training covariance, largest first."""
-    x = train_u8.reshape(len(train_u8), -1).double().div_(255.0)  # (N, 784)
-    mean = x.mean(0)
-    x -= mean
-    cov = x.T @ x / len(x)  # (784, 784)
-    eigvals, eigvecs = torch.linalg.eigh(cov)  # ascending
-    order = eigvals.argsort(descending=True)
-    return {"mean": mean, "components": eigvecs[:, order].T.contiguous(),
-            "eigenvalues": eigvals[order].contiguous()}
-
-
-def pca_basis(train_u8: torch.Tensor, cache: Path | None = None, key: str = "") -> dict:
-    """The full PCA basis of the training images, cached as safetensors (keyed by `key`)."""
-    if cache is not None and Path(cache).is_file():
-        try:
-            with safe_open(str(cache), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("key") == key and meta.get("n") == str(len(train_u8)):
-                    return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-        except Exception:  # a damaged cache is just refitted
-            pass
-    basis = _fit_pca(train_u8.cpu())
-    if cache is not None:
-        atomic_write_bytes(cache, st_save(basis, metadata={"key": key, "n": str(len(train_u8))}))
-    return basis
-
-
-def pca_sse(basis: dict, test_u8: torch.Tensor, k: int) -> torch.Tensor:
-    """Per-image squared error of the best rank-k linear reconstruction, (N,) float64."""
-    x = test_u8.reshape(len(test_u8), -1).double().div(255.0) - basis["mean"]
-    w = basis["components"][:k]  # (k, 784)
-    recon = (x @ w.T) @ w
-    return (recon - x).square().sum(1)
-
-
-
 # --- a whole run ----------------------------------------------------------------------
 
 
@@ -116,12 +57,6 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
     noise: corrupt the test inputs ("gaussian:0.3", "masking:0.5"; fixed seed) and score
     the reconstructions against the clean images. Models with an `extra_metrics(images)`
     method (the VAE's likelihood bounds) add their own entries."""
-    from . import data as data_mod
-    from ._io import atomic_write_json
-    from .checkpoint import load_run
-    from .models import count_parameters
-    from .trainer import corrupt, epoch_generator, read_metrics, resolve_device
-
     dev = resolve_device(device)
     run = load_run(run_dir, which, device=dev)
     ds = run.config.dataset
@@ -137,30 +72,17 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
         with torch.inference_mode():
             result.update(run.model.extra_metrics(test_x.to(dev)))
     k = int(run.model.latent_dim)
-    result["pca_sse_per_image"] = pca_for(ds, k, data_dir=data_dir, log=log).mean().item()
+    result["pca_sse_per_image"] = pca.test_sse(ds, k, data_dir=data_dir, log=log).mean().item()
     metrics = read_metrics(run.run_dir)
     result.update(
         run_dir=str(run.run_dir), checkpoint=which, model=run.config.model, latent_dim=k,
         params=count_parameters(run.model), epoch=run.meta["epoch"], dataset=ds,
-        data_checksum=run.meta["data_checksum"],
+        data_checksum=run.meta["data_checksum"], step=run.meta.get("step"),
         train_seconds=sum(m["epoch_seconds"] for m in metrics if m["epoch"] <= run.meta["epoch"]),
         noise=noise,
     )
-    name = "eval.json" if noise is None else f"eval-noise-{noise.replace(':', '-')}.json"
-    atomic_write_json(Path(run.run_dir) / name, result)
+    atomic_write_json(Path(run.run_dir) / eval_file_name(noise), result)
     return result
-
-
-def pca_for(dataset: str, k: int, *, data_dir=None, log=print) -> torch.Tensor:
-    """Per-test-image squared error of exact PCA with k components (basis cached on disk)."""
-    from . import data as data_mod
-
-    folder = data_mod.ensure_dataset(dataset, data_dir, log=log)
-    train_x, _ = data_mod.load_dataset(dataset, "train", data_dir=data_dir, log=log)
-    test_x, _ = data_mod.load_dataset(dataset, "test", data_dir=data_dir, log=log)
-    basis = pca_basis(train_x, Path(folder) / "pca-basis.safetensors",
-                      key=data_mod.dataset_checksum(dataset))
-    return pca_sse(basis, test_x, k)
 
 
 COLUMNS = [  # (header, key, format)

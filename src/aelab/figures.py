@@ -6,13 +6,24 @@ import io
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ._io import atomic_write_bytes
 
+# matplotlib is imported inside the functions that draw: importing it costs more than the
+# rest of the CLI's start-up apart from torch, and most commands never draw.
 
-def _save(fig: Figure, path: Path) -> Path:
+
+def new_figure(**kw):
+    """A matplotlib Figure on the Agg canvas (no pyplot, no display)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)
+
+
+def save(fig, path: Path) -> Path:
+    """Render `fig` to PNG and write it atomically to `path`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -26,7 +37,7 @@ def image_rows(rows: list[tuple[str, np.ndarray]], path: Path, title: str = "") 
     Each `images` is an array (n, 28, 28) with values in [0, 1].
     """
     n = max(len(imgs) for _, imgs in rows)
-    fig = Figure(figsize=(max(4.0, 1.0 * n), 1.1 * len(rows) + (0.4 if title else 0.1)))
+    fig = new_figure(figsize=(max(4.0, 1.0 * n), 1.1 * len(rows) + (0.4 if title else 0.1)))
     axes = fig.subplots(len(rows), n, squeeze=False)
     for r, (label, imgs) in enumerate(rows):
         for c in range(n):
@@ -42,12 +53,12 @@ def image_rows(rows: list[tuple[str, np.ndarray]], path: Path, title: str = "") 
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.12, right=0.99, bottom=0.02, top=0.85 if title else 0.98,
                         wspace=0.05, hspace=0.08)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def loss_curve(metrics: list[dict], path: Path, title: str = "") -> Path:
     """Mean training loss and test MSE per epoch."""
-    fig = Figure(figsize=(6, 4))
+    fig = new_figure(figsize=(6, 4))
     ax = fig.subplots()
     epochs = [m["epoch"] for m in metrics]
     ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", label="train loss (epoch mean)")
@@ -60,7 +71,7 @@ def loss_curve(metrics: list[dict], path: Path, title: str = "") -> Path:
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def show(paths: list[Path]) -> None:

@@ -13,31 +13,12 @@ scikit-learn is imported inside the functions, so importing this module costs no
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+import warnings
 
-from .evaluate import to_float
+import numpy as np
 
 KNN_NEIGHBOURS = 5
 PROBE_MAX_ITER = 300  # lbfgs; enough for standardised codes of up to 64 numbers
-
-
-@torch.inference_mode()
-def encode_all(model, images_u8: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    """Codes of uint8 images (N, 28, 28) -> (N, latent_dim) float32 numpy, model in eval mode.
-    The model and the images must be on the same device."""
-    was_training = model.training
-    model.eval()
-    codes = [model.encode(to_float(images_u8[i : i + batch_size])).float().cpu()
-             for i in range(0, len(images_u8), batch_size)]
-    model.train(was_training)
-    return torch.cat(codes).numpy()
-
-
-def pca_codes(basis: dict, images_u8: torch.Tensor, k: int) -> np.ndarray:
-    """PCA codes (N, k): centred images projected on the first k components."""
-    x = images_u8.reshape(len(images_u8), -1).double().div(255.0) - basis["mean"]  # (N, 784)
-    return (x @ basis["components"][:k].T).float().numpy()
 
 
 def knn_accuracy(train_codes, train_labels, test_codes, test_labels,
@@ -50,8 +31,6 @@ def knn_accuracy(train_codes, train_labels, test_codes, test_labels,
 
 
 def probe_accuracy(train_codes, train_labels, test_codes, test_labels) -> float:
-    import warnings
-
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline

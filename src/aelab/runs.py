@@ -1,4 +1,14 @@
-"""Self-describing, pickle-free checkpoints: one safetensors file plus a readable JSON copy.
+"""Run folders: where a run's config, metrics, checkpoints and evaluations live.
+
+One folder per run (`runs/<model>-<timestamp>/` by default):
+
+- `config.json`: the TrainConfig, plus `step` and `fast_refused` (which training step ran
+  and why a fast one was not used), written when training starts;
+- `metrics.jsonl`: one JSON line per finished epoch;
+- `checkpoints/{last,best}.safetensors` (+ `.json`): the checkpoints below;
+- `eval.json`, `eval-noise-<spec>.json`: what `aelab eval` wrote (`eval_file_name`).
+
+Checkpoints are self-describing and pickle-free: one safetensors file plus a readable JSON copy.
 
 `checkpoints/last.safetensors` holds the model weights (keys `model.*`), the optimizer's
 tensors (`optim.*`) and RNG state (`rng.*`); its header metadata carries the whole JSON
@@ -11,19 +21,75 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from ._io import atomic_write_bytes, atomic_write_json
-from ._version import __version__
+from . import __version__
+from ._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .config import TrainConfig
 from .errors import AelabError
 from .models import build_model
 
 FORMAT_VERSION = 1
+# Keys of config.json that describe how the run was trained, not what to train.
+STEP_KEYS = ("step", "step_detail", "fast_refused")
+
+
+# --- the folder -----------------------------------------------------------------------
+
+
+def new_run_dir(model: str, root: Path = Path("runs")) -> Path:
+    """runs/<model>-<timestamp>, with -2, -3... if that folder exists already."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, i = root / f"{model}-{stamp}", 1
+    while path.exists():
+        i += 1
+        path = root / f"{model}-{stamp}-{i}"
+    return path
+
+
+def write_config(run_dir: Path, config: TrainConfig, step: dict | None = None) -> None:
+    """RUN_DIR/config.json: the config, and (once chosen) the step that trains it."""
+    atomic_write_json(Path(run_dir) / "config.json", {**config.to_dict(), **(step or {})})
+
+
+def read_config(run_dir: Path) -> TrainConfig:
+    """The TrainConfig in RUN_DIR/config.json (older folders lack newer keys: defaults)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise AelabError(f"{run_dir} is not a run folder ({path} is missing)")
+    d = json.loads(path.read_text())
+    return TrainConfig.from_dict({k: v for k, v in d.items() if k not in STEP_KEYS})
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_metrics(run_dir: Path, metrics: list[dict]) -> None:
+    atomic_write_text(Path(run_dir) / "metrics.jsonl",
+                      "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
+
+
+def eval_file_name(noise: str | None = None) -> str:
+    """eval.json, or eval-noise-gaussian-0.3.json for `aelab eval --noise gaussian:0.3`."""
+    return "eval.json" if noise is None else f"eval-noise-{noise.replace(':', '-')}.json"
+
+
+def finished_epoch(run_dir: Path) -> int:
+    """The last saved epoch of a run folder (0 if none)."""
+    meta = Path(run_dir) / "checkpoints" / "last.json"
+    return json.loads(meta.read_text())["epoch"] if meta.is_file() else 0
+
+
+# --- checkpoints ----------------------------------------------------------------------
 
 
 def _optimizer_to_tensors(sd: dict) -> tuple[dict, dict]:
@@ -32,7 +98,7 @@ def _optimizer_to_tensors(sd: dict) -> tuple[dict, dict]:
     for pid, state in sd["state"].items():
         for key, value in state.items():
             if torch.is_tensor(value):
-                # a copy: state may be views of shared storage (aelab.fused shares the
+                # a copy: state may be views of shared storage (FlatAdam shares the
                 # step counts), which safetensors refuses to write
                 tensors[f"optim.{pid}.{key}"] = value.detach().cpu().clone(
                     memory_format=torch.contiguous_format)
@@ -62,7 +128,7 @@ def _rng_tensors() -> dict:
 
 def save_checkpoint(stem: Path, model: torch.nn.Module, meta: dict, optimizer=None) -> None:
     """Write `stem`.safetensors (atomically) and then `stem`.json."""
-    # copies: parameters may be views of one shared buffer (aelab.fused), which safetensors
+    # copies: parameters may be views of one shared buffer (FlatAdam), which safetensors
     # refuses to write
     tensors = {f"model.{k}": v.detach().cpu().clone(memory_format=torch.contiguous_format)
                for k, v in model.state_dict().items()}

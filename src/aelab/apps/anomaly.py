@@ -15,12 +15,19 @@ scores.png and anomaly.json), and anomaly.json + anomaly.md with the table of AU
 
 from __future__ import annotations
 
-import argparse
 import time
-from datetime import datetime
 from pathlib import Path
 
-from .errors import AelabError
+import numpy as np
+
+from .._io import atomic_write_json, atomic_write_text
+from ..config import TrainConfig
+from ..data import load_dataset
+from ..data.batches import reconstruction_sse
+from ..errors import AelabError
+from ..figures import save
+from ..train import train
+from .explore import class_names
 
 EPOCHS = 3
 
@@ -30,7 +37,6 @@ EPOCHS = 3
 
 def roc_auc(scores, is_positive) -> float:
     """Area under the ROC curve of `scores` (N,) for boolean labels (N,); ties count half."""
-    import numpy as np
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(is_positive, dtype=bool)
@@ -42,8 +48,6 @@ def roc_auc(scores, is_positive) -> float:
 
 def score_holdout(scores, labels, digit: int) -> dict:
     """Summary of per-image anomaly scores (N,) when class `digit` is the anomaly."""
-    import numpy as np
-
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels) == digit
     return {"holdout": digit, "auc": roc_auc(s, y), "n_positive": int(y.sum()),
             "n_negative": int((~y).sum()), "mean_score_positive": float(s[y].mean()),
@@ -56,8 +60,6 @@ def score_holdout(scores, labels, digit: int) -> dict:
 def roc_figure(curves: list[tuple[str, object, object]], path: Path, title: str = "") -> Path:
     """ROC curves: one (label, false positive rates, true positive rates) per line."""
     from matplotlib.figure import Figure
-
-    from .figures import _save
 
     fig = Figure(figsize=(4.6, 4.2))
     ax = fig.subplots()
@@ -73,16 +75,13 @@ def roc_figure(curves: list[tuple[str, object, object]], path: Path, title: str 
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def score_histogram(scores, is_positive, path: Path, *, positive: str, title: str = "") -> Path:
     """Histograms (as densities) of the scores of held-out and other test images, log bins:
     reconstruction errors are skewed, spanning a decade or more."""
-    import numpy as np
     from matplotlib.figure import Figure
-
-    from .figures import _save
 
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(is_positive, dtype=bool)
     lo, hi = max(s.min(), 1e-6), max(s.max(), 2e-6)
@@ -98,7 +97,7 @@ def score_histogram(scores, is_positive, path: Path, *, positive: str, title: st
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # --- one held-out class ---------------------------------------------------------------
@@ -109,13 +108,6 @@ def holdout_run(digit: int, out: Path, *, model: str, dataset: str, epochs: int,
     """Train without class `digit`, score the test set, write figures; returns the summary
     (with the ROC curve's points under "roc")."""
     from sklearn.metrics import roc_curve
-
-    from ._io import atomic_write_json
-    from .config import TrainConfig
-    from .data import load_dataset
-    from .evaluate import reconstruction_sse
-    from .explore import class_names
-    from .trainer import train
 
     cfg = TrainConfig(model=model, dataset=dataset, epochs=epochs, seed=seed, limit=limit,
                       device=device, exclude_digits=[digit], figure_every=epochs)
@@ -161,8 +153,6 @@ def anomaly(holdouts: list[int], out: Path, *, model: str = "conv", dataset: str
             data_dir=None, log=print) -> list[dict]:
     """Hold out each class in turn; writes out/anomaly.json, out/anomaly.md (and
     out/roc_all.png for several classes); returns the per-class summaries."""
-    from ._io import atomic_write_json, atomic_write_text
-
     if epochs < 1:
         raise AelabError(f"--epochs {epochs}: train for at least one epoch")
     results = []
@@ -179,45 +169,3 @@ def anomaly(holdouts: list[int], out: Path, *, model: str = "conv", dataset: str
     atomic_write_json(out / "anomaly.json", {"results": results})
     atomic_write_text(out / "anomaly.md", format_table(results) + "\n")
     return results
-
-
-def cmd_anomaly(a) -> int:
-    digits = list(range(10)) if a.holdout_digit == "all" else [int(a.holdout_digit)]
-    out = a.out or Path("runs") / f"anomaly-{a.model}-{datetime.now():%Y%m%d-%H%M%S}"
-    t0 = time.perf_counter()
-    results = anomaly(digits, out, model=a.model, dataset=a.dataset, epochs=a.epochs, seed=a.seed,
-                      limit=a.limit, device=a.device or "auto", data_dir=a.data_dir)
-    print(f"\n{a.model} on {a.dataset}, {a.epochs} epochs per held-out class; "
-          f"score = reconstruction error; positives = the held-out class")
-    print(format_table(results, markdown=False))
-    print(f"wrote {out / 'anomaly.md'} and {out / 'anomaly.json'} "
-          f"in {time.perf_counter() - t0:.0f}s")
-    return 0
-
-
-def add_cli(sub) -> None:
-    from .data import DATASETS
-    from .models import MODELS
-
-    p = sub.add_parser("anomaly", help="anomaly detection: hold one class out, score by "
-                       "reconstruction error", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--holdout-digit", required=True, choices=[*map(str, range(10)), "all"],
-                   metavar="{0..9,all}",
-                   help="the class left out of training and scored as the anomaly; `all` "
-                   "holds out each of the ten in turn (required)")
-    p.add_argument("--model", default="conv", choices=sorted(MODELS), help="model (default: conv)")
-    p.add_argument("--epochs", type=int, default=EPOCHS,
-                   help=f"training epochs per held-out class; 3 keeps `all` with conv to a few "
-                   f"minutes on a laptop CPU (default: {EPOCHS})")
-    p.add_argument("--limit", type=int, default=None,
-                   help="train on the first N remaining training images (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS),
-                   help="dataset (default: mnist)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: runs/anomaly-<model>-<timestamp>)")
-    from .cli import add_common_args
-
-    add_common_args(p)
-    p.set_defaults(func=cmd_anomaly)

@@ -5,12 +5,18 @@ uint8 image into a PIL image and then into a float tensor (ToTensor's arithmetic
 by DataLoader(batch_size=64, shuffle=True), with the seed's plain Adam loop. Each side runs
 in its own fresh process (so peak memory is its own), alternately A B A B ..., and the
 report gives medians of whole-epoch images per second, their ratio, peak resident memory
-and the test MSE after the same epochs.
+and the test MSE after the same epochs. The report names the CPU model first: figures differ
+by machine (conv measured 2.8x on an Intel Xeon and 2.1x on an AMD EPYC), so compare ratios
+measured in one run on one machine.
+
+    aelab bench [--pairs 3] [--epochs 1] [--models linear conv] [--device cpu]
+
+A worker is `python -m aelab.apps.bench '{"side": "seed", "model": "conv", ...}'` (JSON, so
+that only the CLI parses flags); `aelab bench` starts them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import statistics
@@ -18,18 +24,25 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import TrainConfig
+from ..data import load_dataset
+from ..data.batches import reconstruction_sse
+from ..errors import AelabError
+from ..models import build_model
+from ..runtime import hardware, prepare_process, resolve_device
+from ..train import train
 
 SIDES = ("seed", "aelab")
 
 
 def _seed_epochs(model_name: str, epochs: int, limit: int | None, device, data_dir) -> tuple:
-    import numpy as np
-    import torch
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
-
-    from .data import load_dataset
-    from .models import build_model
+    from PIL import Image  # Pillow comes with matplotlib; only the seed side needs it
 
     class SeedMNIST(Dataset):  # torchvision.datasets.MNIST + transforms.ToTensor(), per item
         def __init__(self, images, labels):
@@ -68,52 +81,42 @@ def _seed_epochs(model_name: str, epochs: int, limit: int | None, device, data_d
 
 def _aelab_epochs(model_name: str, epochs: int, limit: int | None, device, data_dir,
                   extra: dict) -> tuple:
-    from .config import TrainConfig
-    from .trainer import train
-
     cfg = TrainConfig(model=model_name, epochs=epochs, limit=limit, device=device,
                       figure_every=10**6, **extra)
     with tempfile.TemporaryDirectory() as d:
         r = train(cfg, f"{d}/run", data_dir=data_dir, log=lambda *a: None, progress=False)
-    return r.model, [m["images_per_second"] for m in r.metrics]
+        step = json.loads((Path(d) / "run" / "config.json").read_text())["step"]
+    return r.model, [m["images_per_second"] for m in r.metrics], step
 
 
-def worker(a) -> None:
-    import torch
-
-    from .data import load_dataset
-    from .evaluate import reconstruction_sse
-    from .trainer import resolve_device
-
-    if a.side == "aelab":  # before any thread starts, as the `aelab` command does
-        from .runtime import prepare_process
-
+def worker(job: dict) -> dict:
+    """One side's epochs in this process: images/s per epoch, test MSE, peak memory."""
+    if job["side"] == "aelab":  # before any thread starts, as the `aelab` command does
         prepare_process()
-    device = resolve_device(a.device)
-    extra = json.loads(a.aelab_options)
-    if a.side == "seed":
-        model, rates = _seed_epochs(a.model, a.epochs, a.limit, device, a.data_dir)
+    device = resolve_device(job["device"])
+    data_dir = job.get("data_dir")
+    if job["side"] == "seed":
+        model, rates = _seed_epochs(job["model"], job["epochs"], job["limit"], device, data_dir)
+        step = "seed tutorial loop"
     else:
-        model, rates = _aelab_epochs(a.model, a.epochs, a.limit, str(device), a.data_dir, extra)
-    test_x, _ = load_dataset("mnist", "test", data_dir=a.data_dir)
+        model, rates, step = _aelab_epochs(job["model"], job["epochs"], job["limit"], str(device),
+                                           data_dir, job.get("aelab_options", {}))
+    test_x, _ = load_dataset("mnist", "test", data_dir=data_dir)
     mse = reconstruction_sse(model, test_x.to(device)).mean().item() / 784
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    out = {"side": a.side, "rates": rates, "test_mse": mse, "peak_rss_mb": peak_mb,
-           "threads": torch.get_num_threads()}
-    print("RESULT " + json.dumps(out))
+    return {"side": job["side"], "rates": rates, "test_mse": mse, "peak_rss_mb": peak_mb,
+            "threads": torch.get_num_threads(), "step": step}
 
 
 def _run_side(a, model: str, side: str) -> dict:
-    cmd = [sys.executable, "-m", "aelab.bench", "--worker", side, "--model", model,
-           "--epochs", str(a.epochs), "--device", a.device, "--aelab-options", a.aelab_options]
-    if a.limit:
-        cmd += ["--limit", str(a.limit)]
-    if a.data_dir:
-        cmd += ["--data-dir", str(a.data_dir)]
+    job = {"side": side, "model": model, "epochs": a.epochs, "limit": a.limit, "device": a.device,
+           "aelab_options": json.loads(a.aelab_options),
+           "data_dir": str(a.data_dir) if a.data_dir else None}
+    cmd = [sys.executable, "-m", "aelab.apps.bench", json.dumps(job)]
     p = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
     if p.returncode != 0 or not lines:
-        raise SystemExit(f"benchmark worker failed ({' '.join(cmd)}):\n{p.stderr[-3000:]}")
+        raise AelabError(f"benchmark worker failed ({' '.join(cmd)}):\n{p.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
 
 
@@ -127,7 +130,7 @@ def compare(a) -> list[dict]:
                 runs[side].append(r)
                 print(f"  {model} pair {i + 1}/{a.pairs} {side:5s}: "
                       f"{statistics.median(r['rates']):9,.0f} img/s  test mse {r['test_mse']:.5f}  "
-                      f"peak {r['peak_rss_mb']:6.0f} MB", flush=True)
+                      f"peak {r['peak_rss_mb']:6.0f} MB  ({r['step']})", flush=True)
         med = {s: statistics.median(x for r in runs[s] for x in r["rates"]) for s in SIDES}
         pair_ratios = [statistics.median(b["rates"]) / statistics.median(s["rates"])
                        for s, b in zip(runs["seed"], runs["aelab"], strict=True)]
@@ -155,52 +158,21 @@ def table(rows: list[dict], a) -> str:
     return "\n".join(lines)
 
 
-def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = p or argparse.ArgumentParser(prog="aelab bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["linear", "conv"],
-                   help="models to measure (default: linear conv)")
-    p.add_argument("--pairs", type=int, default=3, help="A/B pairs per model (default: 3)")
-    p.add_argument("--epochs", type=int, default=1,
-                   help="whole epochs per run, all timed (default: 1)")
-    p.add_argument("--limit", type=int, default=None, help="training images (default: all 60,000)")
-    p.add_argument("--device", default="cpu", help="device for both sides (default: cpu)")
-    p.add_argument("--aelab-options", default="{}",
-                   help='extra TrainConfig fields for the aelab side as JSON, e.g. '
-                   '\'{"precision": "bf16"}\' (default: {})')
-    p.add_argument("--data-dir", default=None, help="dataset folder (default: $AELAB_DATA_DIR or ./data)")
-    p.add_argument("--worker", choices=SIDES, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--model", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--side", default=None, help=argparse.SUPPRESS)
-    return p
-
-
 def run(a) -> int:
-    if a.worker:
-        a.side = a.worker
-        worker(a)
-        return 0
-    import platform
-    import os
-
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"device {a.device}; {a.pairs} pairs x {a.epochs} epoch(s), batch 64", flush=True)
+    """The whole comparison; `a` has models, pairs, epochs, limit, device, aelab_options
+    (JSON text) and data_dir, as `aelab bench` parses them."""
+    print(f"machine: {hardware()}; device {a.device}; "
+          f"{a.pairs} pairs x {a.epochs} epoch(s), batch 64", flush=True)
     rows = compare(a)
     print()
     print(table(rows, a))
     return 0
 
 
-def add_cli(sub) -> None:
-    p = sub.add_parser("bench", help="training throughput against the seed's data path",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    build_parser(p)
-    p.set_defaults(func=run)
-
-
-def main(argv=None) -> int:
-    return run(build_parser().parse_args(argv))
+def _worker_main() -> int:
+    print("RESULT " + json.dumps(worker(json.loads(sys.argv[1]))))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_worker_main())

@@ -14,15 +14,22 @@ Writes five PNGs into RUN_DIR/explore/ (or --out):
 * neighbours.png: a few test images and their nearest training images by code distance.
 """
 
-# Module level imports nothing heavy: this module is imported whenever the CLI is built.
+# matplotlib and scikit-learn are imported inside the functions that draw or fit.
 
 from __future__ import annotations
 
-import argparse
-import time
 from pathlib import Path
 
-from .errors import AelabError
+import numpy as np
+import torch
+
+from ..data import load_dataset
+from ..data.batches import to_float
+from ..errors import AelabError
+from ..figures import image_rows, save
+from ..models.vae import slerp
+from ..runs import load_run
+from ..runtime import resolve_device
 
 TSNE_POINTS = 2000
 N_NEIGHBOURS = 8
@@ -44,10 +51,6 @@ def class_names(dataset: str) -> list[str]:
 
 def encode_all(model, images_u8, batch_size: int = 1000):
     """Codes of uint8 images (N, 28, 28) on the model's device -> float32 (N, L) on the CPU."""
-    import torch
-
-    from .evaluate import to_float
-
     dev = next(model.parameters()).device
     with torch.inference_mode():
         out = [model.encode(to_float(images_u8[i : i + batch_size].to(dev))).float().cpu()
@@ -57,8 +60,6 @@ def encode_all(model, images_u8, batch_size: int = 1000):
 
 def decode_np(model, z):
     """Codes (n, L) -> images as numpy (n, 28, 28) in [0, 1]."""
-    import torch
-
     dev = next(model.parameters()).device
     with torch.inference_mode():
         return model.decode(z.float().to(dev)).float().cpu()[:, 0].numpy()
@@ -67,8 +68,6 @@ def decode_np(model, z):
 def principal_directions(codes):
     """Mean (L,), principal directions (L, L) as rows, and their variances (L,), largest
     first: the eigen-decomposition of the codes' covariance, in float64."""
-    import torch
-
     c = codes.double()
     mean = c.mean(0)
     centred = c - mean
@@ -88,7 +87,6 @@ def lerp(a, b, t):
 
 
 def _scatter_panel(ax, xy, labels, title: str) -> None:
-    import numpy as np
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
@@ -111,10 +109,7 @@ def latent_map(codes, labels, names, path: Path, *, tsne_points: int, seed: int,
                title: str = "") -> Path:
     """Test codes (N, L) in 2-D, one colour per class: as they are when L = 2, else PCA of
     all N and t-SNE of a seeded random subsample of tsne_points (0: PCA only)."""
-    import numpy as np
     from matplotlib.figure import Figure
-
-    from .figures import _save
 
     z, y = codes.numpy(), labels.numpy()
     panels = []
@@ -134,7 +129,7 @@ def latent_map(codes, labels, names, path: Path, *, tsne_points: int, seed: int,
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.02, right=1 - 1.4 / fig.get_figwidth(), bottom=0.03, top=0.86,
                         wspace=0.05)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _pca_panel(z, y):
@@ -147,7 +142,6 @@ def _pca_panel(z, y):
 
 
 def _tsne_panel(z, y, n: int, seed: int):
-    import numpy as np
     from sklearn.manifold import TSNE
 
     idx = np.random.default_rng(seed).choice(len(z), size=min(n, len(z)), replace=False)
@@ -159,13 +153,6 @@ def _tsne_panel(z, y, n: int, seed: int):
 def interpolation_figure(model, test_x, test_y, names, path: Path, *, variational: bool,
                          seed: int, title: str = "") -> Path:
     """Rows: test image a, decoded codes from a to b (N_STEPS + 2 points incl. ends), image b."""
-    import numpy as np
-    import torch
-
-    from .evaluate import to_float
-    from .figures import image_rows
-    from .vae import slerp
-
     path_fn, kind = (slerp, "slerp") if variational else (lerp, "linear")
     pairs = _pairs(test_y, 6, seed)
     codes = encode_all(model, test_x[pairs.flatten()]).view(len(pairs), 2, -1)
@@ -182,8 +169,6 @@ def interpolation_figure(model, test_x, test_y, names, path: Path, *, variationa
 
 def _pairs(labels, n: int, seed: int):
     """n seeded pairs of test indices whose labels differ: (n, 2)."""
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     out = []
     while len(out) < n:
@@ -195,10 +180,6 @@ def _pairs(labels, n: int, seed: int):
 
 def traversal_figure(model, train_codes, path: Path, title: str = "") -> Path:
     """Rows: the mean code + s * std along one direction, s from -3 to +3."""
-    import torch
-
-    from .figures import image_rows
-
     L = train_codes.shape[1]
     mean, dirs, var = principal_directions(train_codes)
     if L <= MAX_TRAVERSE:  # each code dimension by itself
@@ -219,8 +200,6 @@ def sample_codes(train_codes, n: int, *, variational: bool, seed: int):
     """n random codes (n, L): N(0, I) for a VAE's prior, else a Gaussian with the training
     codes' mean and full covariance (sampled through its eigen-decomposition, which also
     copes with a singular covariance)."""
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(n, train_codes.shape[1], generator=g, dtype=torch.float64)
     if variational:
@@ -231,8 +210,6 @@ def sample_codes(train_codes, n: int, *, variational: bool, seed: int):
 
 def samples_figure(model, train_codes, path: Path, *, variational: bool, seed: int,
                    title: str = "", rows: int = 6, cols: int = 12) -> Path:
-    from .figures import image_rows
-
     z = sample_codes(train_codes, rows * cols, variational=variational, seed=seed)
     imgs = decode_np(model, z).reshape(rows, cols, 28, 28)
     src = "prior N(0, I)" if variational else "Gaussian fitted to the training codes"
@@ -243,8 +220,6 @@ def samples_figure(model, train_codes, path: Path, *, variational: bool, seed: i
 def nearest_codes(queries, codes, k: int):
     """Indices (Q, k) of the k rows of codes (N, L) nearest to each query (Q, L) in
     Euclidean distance, closest first."""
-    import torch
-
     dist = torch.cdist(queries.double(), codes.double())  # (Q, N)
     return dist.topk(min(k, len(codes)), largest=False).indices
 
@@ -252,11 +227,6 @@ def nearest_codes(queries, codes, k: int):
 def neighbours_figure(test_x, test_y, test_codes, train_x, train_y, train_codes, names,
                       path: Path, *, k: int, seed: int, title: str = "") -> Path:
     """Rows: a test image, then its k nearest training images by Euclidean code distance."""
-    import numpy as np
-    import torch
-
-    from .figures import image_rows
-
     g = torch.Generator().manual_seed(seed)
     queries = torch.randperm(len(test_x), generator=g)[:N_QUERIES]
     nearest = nearest_codes(test_codes[queries], train_codes, k)  # (Q, k)
@@ -276,12 +246,6 @@ def explore(run_dir, out: Path | None = None, *, which: str = "best", dataset: s
             data_dir=None, device: str = "auto", tsne_points: int = TSNE_POINTS,
             neighbours: int = N_NEIGHBOURS, seed: int = 0, log=print) -> list[Path]:
     """Draw the five figures for a run folder's checkpoint; returns their paths."""
-    import torch
-
-    from .checkpoint import load_run
-    from .data import load_dataset
-    from .trainer import resolve_device
-
     if tsne_points < 0 or neighbours < 1:
         raise AelabError(f"--tsne-points must be >= 0 (got {tsne_points}) and --neighbours "
                          f">= 1 (got {neighbours})")
@@ -307,38 +271,3 @@ def explore(run_dir, out: Path | None = None, *, which: str = "best", dataset: s
         neighbours_figure(test_x, test_y, test_codes, train_x, train_y, train_codes,
                           names, out / "neighbours.png", k=neighbours, seed=seed, title=title),
     ]
-
-
-def cmd_explore(a) -> int:
-    t0 = time.perf_counter()
-    paths = explore(a.run_dir, a.out, which=a.checkpoint, dataset=a.dataset, data_dir=a.data_dir,
-                    device=a.device or "auto", tsne_points=a.tsne_points,
-                    neighbours=a.neighbours, seed=a.seed)
-    for p in paths:
-        print(f"wrote {p}")
-    print(f"done in {time.perf_counter() - t0:.1f}s")
-    return 0
-
-
-def add_cli(sub) -> None:
-    from .data import DATASETS
-
-    p = sub.add_parser("explore", help="latent-space figures for a trained run",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: RUN_DIR/explore)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
-                   help="which checkpoint (default: best)")
-    p.add_argument("--dataset", default=None, choices=sorted(DATASETS),
-                   help="images to look at (default: the run's own dataset)")
-    p.add_argument("--tsne-points", type=int, default=TSNE_POINTS,
-                   help=f"random test images in the t-SNE panel; 0 draws PCA only "
-                   f"(default: {TSNE_POINTS})")
-    p.add_argument("--neighbours", type=int, default=N_NEIGHBOURS,
-                   help=f"nearest training images per query (default: {N_NEIGHBOURS})")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed for subsamples, pairs, queries and random codes (default: 0)")
-    from .cli import add_common_args
-
-    add_common_args(p)
-    p.set_defaults(func=cmd_explore)

@@ -3,8 +3,8 @@
 `encoder.onnx`: input `image` (B, 1, 28, 28) float32 in [0, 1] -> output `code` (B, D).
 `decoder.onnx`: input `code` (B, D) -> output `image` (B, 1, 28, 28) in [0, 1].
 The batch axis is dynamic. Each file carries the model name, code size, run and package
-version in its metadata, so it describes itself. torch and onnx are imported inside the
-functions: the CLI builds this module's subcommand on every `aelab` call.
+version in its metadata, so it describes itself. onnx is imported inside the functions
+that need it: it is an optional extra, and slow to import.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ import io
 import warnings
 from pathlib import Path
 
-from .errors import AelabError
+import torch
+
+from .. import __version__
+from .._io import atomic_write_bytes
+from ..errors import AelabError
+from ..runs import load_run
 
 FORMATS = ("onnx",)
 DEFAULT_OPSET = 17  # understood by every onnxruntime of the last few years
@@ -22,8 +27,6 @@ DEFAULT_OPSET = 17  # understood by every onnxruntime of the last few years
 
 def _halves(model):
     """The encoder and decoder as modules whose forward is `encode` / `decode`."""
-    import torch
-
     class Half(torch.nn.Module):
         def __init__(self, fn):
             super().__init__()
@@ -38,14 +41,12 @@ def _halves(model):
 def _export_kwargs() -> dict:
     """Use the TorchScript exporter: it needs only `onnx`, while the dynamo exporter (the
     default since torch 2.9) needs `onnxscript` too. Torch before 2.5 has no `dynamo` flag."""
-    params = inspect.signature(__import__("torch").onnx.export).parameters
+    params = inspect.signature(torch.onnx.export).parameters
     return {"dynamo": False} if "dynamo" in params else {}
 
 
 def onnx_bytes(module, example, in_name: str, out_name: str, opset: int) -> bytes:
     """One module as an ONNX model with a dynamic batch axis on its input and output."""
-    import torch
-
     buf = io.BytesIO()
     with warnings.catch_warnings():
         # torch 2.9+ warns that this exporter is deprecated; the reason we use it is above
@@ -83,12 +84,6 @@ def _require_onnx() -> None:
 
 def export_onnx(run_dir, out_dir=None, which: str = "best", opset: int = DEFAULT_OPSET) -> list[Path]:
     """Write encoder.onnx and decoder.onnx for a run; returns their paths."""
-    import torch
-
-    from ._io import atomic_write_bytes
-    from ._version import __version__
-    from .checkpoint import load_run
-
     _require_onnx()
     run = load_run(run_dir, which, device="cpu")
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "onnx"
@@ -110,27 +105,3 @@ def export_onnx(run_dir, out_dir=None, which: str = "best", opset: int = DEFAULT
         atomic_write_bytes(out_dir / f"{name}.onnx", blob)
         paths.append(out_dir / f"{name}.onnx")
     return paths
-
-
-def _cmd_export(args) -> int:
-    if args.format not in FORMATS:  # argparse checks too; this guards calls from Python
-        raise AelabError(f"format {args.format!r}: choose one of {', '.join(FORMATS)}")
-    for path in export_onnx(args.run_dir, args.out, args.checkpoint, args.opset):
-        print(f"wrote {path}")
-    return 0
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export", help="export a run's encoder and decoder (ONNX)",
-        description="Write encoder.onnx (image (B,1,28,28) in [0,1] -> code (B,D)) and "
-        "decoder.onnx (code -> image) with a dynamic batch axis, for onnxruntime and others.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder written by `aelab train`")
-    p.add_argument("--format", required=True, choices=FORMATS, help="file format (required; onnx)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="folder for the files (default: RUN_DIR/onnx)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
-                   help="which checkpoint (default: best)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset version (default: {DEFAULT_OPSET})")
-    p.set_defaults(func=_cmd_export)

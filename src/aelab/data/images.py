@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import AelabError
+from ..errors import AelabError
 
 
 def read_user_image(path, invert: str = "auto") -> np.ndarray:

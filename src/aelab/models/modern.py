@@ -1,4 +1,4 @@
-"""Modern autoencoders for the results table; registered on import (models.py imports this).
+"""Modern autoencoders for the results table; registered on import (aelab.models imports this).
 
 - `mlp`: fully connected, any widths; the named shape `hinton2006` is the 784-1000-500-250-30
   network of Hinton & Salakhutdinov (Science 2006, Fig. 2), here with a linear code and,
@@ -18,8 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .errors import AelabError
-from .models import register_model
+from ..errors import AelabError
+from .registry import register_model
 
 # Named hidden widths for `mlp` (encoder side; the decoder mirrors them).
 MLP_SHAPES: dict[str, tuple[int, ...]] = {
@@ -69,7 +69,7 @@ class MLPAE(nn.Module):
     The default is the `hinton2006` shape, 30 numbers, batch norm and GELU (2,840,814
     parameters; 2,837,314 with norm="none", the paper's own count)."""
 
-    fused_dense = True  # with norm "none" and act "relu", aelab.fused may train it
+    fused_dense = True  # with norm "none" and act "relu", aelab.train.fast may train it
 
     def __init__(self, latent_dim: int = 30, hidden: list[int] | None = None,
                  shape: str = "hinton2006", norm: str = "batch", act: str = "gelu"):

@@ -1,4 +1,4 @@
-"""Autoencoders as pure nn.Modules, registered by name.
+"""The model registry: models are pure nn.Modules, registered by name.
 
 Every model maps images (B, 1, 28, 28) in [0, 1] to reconstructions of the same shape,
 and exposes `encode` -> (B, latent_dim), `decode` (B, latent_dim) -> (B, 1, 28, 28),
@@ -7,13 +7,11 @@ and `latent_dim`. No I/O, no device logic, no training code here.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
-from .errors import AelabError
+from ..errors import AelabError
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -43,77 +41,3 @@ def build_model(name: str, **kwargs) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def _mlp(sizes: list[int], last: nn.Module | None) -> nn.Sequential:
-    """Linear layers with ReLU between them, and `last` (or nothing) after the final one."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    if last is not None:
-        layers.append(last)
-    return nn.Sequential(*layers)
-
-
-@register_model("linear")
-class LinearAE(nn.Module):
-    """The seed's fully connected autoencoder: 784-128-64-12-5 and back (219,941 parameters)."""
-
-    fused_dense = True  # forward = decoder(encoder(x.flatten(1))): aelab.fused may train it
-
-    def __init__(self, hidden: tuple[int, ...] = (128, 64, 12), latent_dim: int = 5):
-        super().__init__()
-        self.latent_dim = latent_dim
-        sizes = [28 * 28, *hidden, latent_dim]
-        self.encoder = _mlp(sizes, last=None)  # the code itself has no activation
-        self.decoder = _mlp(sizes[::-1], last=nn.Sigmoid())
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x.flatten(1))  # (B, 784) -> (B, latent)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z).view(-1, 1, 28, 28)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
-
-
-@register_model("conv")
-class ConvAE(nn.Module):
-    """The seed's convolutional autoencoder: a 64x1x1 code (210,369 parameters)."""
-
-    latent_dim = 64
-    convmm_forward = True  # forward = decoder(encoder(x)): aelab.convmm may train it
-
-    def __init__(self):
-        super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, 16, 3, stride=2, padding=1),  # (B, 16, 14, 14)
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1),  # (B, 32, 7, 7)
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 7),  # (B, 64, 1, 1)
-        )
-        self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 7),  # (B, 32, 7, 7)
-            nn.ReLU(),
-            nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1),  # (B, 16, 14, 14)
-            nn.ReLU(),
-            nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1),  # (B, 1, 28, 28)
-            nn.Sigmoid(),
-        )
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x).flatten(1)  # (B, 64, 1, 1) -> (B, 64)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z.view(-1, self.latent_dim, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-
-
-# Models defined in their own modules register themselves when imported here.
-from . import modern, vae  # noqa: E402, F401

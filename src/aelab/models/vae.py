@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import AelabError
-from .models import register_model
+from ..errors import AelabError
+from .registry import register_model
 
 LOG_2PI = math.log(2 * math.pi)
 LIKELIHOODS = ("bernoulli", "gaussian")

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -36,23 +37,17 @@ def from_env() -> Dist:
 
 def init(d: Dist, device: torch.device) -> None:
     """Join the process group: nccl for CUDA devices, gloo otherwise."""
-    import torch.distributed as dist
-
     if d.enabled and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
 def shutdown(d: Dist) -> None:
-    import torch.distributed as dist
-
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
     if d.enabled:
-        import torch.distributed as dist
-
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
@@ -61,8 +56,6 @@ def broadcast_str(value: str | None, d: Dist) -> str | None:
     """Rank 0's value on every rank (e.g. the run folder name, made from a timestamp)."""
     if not d.enabled:
         return value
-    import torch.distributed as dist
-
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -70,8 +63,6 @@ def broadcast_str(value: str | None, d: Dist) -> str | None:
 
 def barrier(d: Dist) -> None:
     if d.enabled:
-        import torch.distributed as dist
-
         dist.barrier()
 
 

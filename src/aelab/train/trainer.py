@@ -7,29 +7,36 @@ PIL or ToTensor step, and no host synchronisation inside an epoch.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
-from . import convmm
-from . import data as data_mod
+from .. import data as data_mod
+from ..config import TrainConfig
+from ..data.batches import corrupt, epoch_generator, figure_digits, reconstruction_sse, to_float
+from ..errors import AelabError
+from ..figures import image_rows, loss_curve
+from ..models import build_model, count_parameters
+from ..runs import (
+    checkpoint_path,
+    new_run_dir,
+    read_checkpoint,
+    read_config,
+    read_metrics,
+    restore_training_state,
+    save_checkpoint,
+    write_config,
+    write_metrics,
+)
+from ..runtime import resolve_device
 from . import distributed as D
-from ._io import atomic_write_json, atomic_write_text
-from .checkpoint import checkpoint_path, read_checkpoint, restore_training_state, save_checkpoint
-from .config import TrainConfig, parse_noise
-from .errors import AelabError
-from .evaluate import reconstruction_sse, to_float
-from .figures import image_rows, loss_curve
-from .fused import ConvStep, FlatAdam, FusedDenseStep, make_step, unsupported
-from .models import build_model, count_parameters
+from .step import StepChoice, make_optimizer, make_step
 
 
 class TrainingDiverged(AelabError):
@@ -45,47 +52,6 @@ class TrainResult:
     run_dir: Path
     metrics: list[dict]
     model: nn.Module
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA, then Apple's MPS, then the CPU."""
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = mps is not None and mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AelabError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
-    if name == "mps" and not has_mps:
-        raise AelabError("--device mps: Apple's MPS backend is not available; use --device cpu")
-    return torch.device(name)
-
-
-def epoch_generator(seed: int, epoch: int, device="cpu") -> torch.Generator:
-    """Each epoch's randomness depends only on (seed, epoch), so a resumed run reshuffles
-    exactly as an uninterrupted one would."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
-
-
-def new_run_dir(model: str, root: Path = Path("runs")) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path, i = root / f"{model}-{stamp}", 1
-    while path.exists():
-        i += 1
-        path = root / f"{model}-{stamp}-{i}"
-    return path
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device):
-    """Adam(W) with the fused kernel where this torch has it for the device: one pass over
-    all parameters per step (measured 1.4x faster steps for `linear` on CPU than foreach)."""
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    kw = dict(lr=config.lr, weight_decay=config.weight_decay)
-    if device.type in ("cuda", "cpu"):
-        try:
-            return cls(model.parameters(), fused=True, **kw)
-        except (RuntimeError, TypeError, ValueError):  # older torch: no fused kernel on CPU
-            pass
-    return cls(model.parameters(), **kw)
 
 
 def uses_convolutions(model: nn.Module) -> bool:
@@ -107,56 +73,6 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
     return 1.0
 
 
-def corrupt(x: torch.Tensor, noise: str | None, gen: torch.Generator) -> torch.Tensor:
-    """The denoising input: a corrupted copy of clean images x (B, 1, 28, 28) in [0, 1]."""
-    if noise is None:
-        return x
-    kind, amount = parse_noise(noise)
-    if kind == "gaussian":
-        noisy = x + amount * torch.randn(x.shape, generator=gen, device=x.device)
-        return noisy.clamp_(0, 1)
-    keep = torch.rand(x.shape, generator=gen, device=x.device) >= amount
-    return x * keep
-
-
-class Objective(nn.Module):
-    """Per-image training loss (B,). A model may define its own `per_sample_loss(x_in, x)`
-    (the VAE's negative ELBO); otherwise it is the reconstruction loss, mean over pixels.
-    Wrapping this (not the bare model) in DDP or torch.compile covers the whole loss."""
-
-    def __init__(self, model: nn.Module, loss: str, precision: str, device="cpu"):
-        super().__init__()
-        self.model, self.loss = model, loss
-        self.bf16 = precision == "bf16"
-        # CPU, float32: small conv models train through aelab.convmm (the same function,
-        # with the 1-pixel and one-channel-output convolutions as matrix products)
-        on_cpu = torch.device(device).type == "cpu"
-        self.layers = convmm.plan(model) if on_cpu and not self.bf16 else None
-
-    def forward(self, x_in: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self.model, "per_sample_loss"):
-            return self.model.per_sample_loss(x_in, x, autocast_bf16=self.bf16)
-        if self.layers is not None:
-            out = convmm.forward(self.layers, x_in)
-            return self._per_image(out, x)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.model(x_in)
-        return self._per_image(out.float(), x)  # the loss in float32 (BCE refuses autocast)
-
-    def _per_image(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.loss == "bce":
-            per_pixel = F.binary_cross_entropy(out, x, reduction="none")
-        else:
-            per_pixel = (out - x).square()
-        return per_pixel.flatten(1).mean(1)
-
-
-def figure_digits(test_labels: torch.Tensor) -> torch.Tensor:
-    """Indices of the first test image of each digit: the same ten digits in every figure."""
-    labels = test_labels.cpu()
-    return torch.stack([(labels == d).nonzero()[0, 0] for d in labels.unique()])
-
-
 def _quiet(*_args, **_kw) -> None:
     pass
 
@@ -166,12 +82,9 @@ class Trainer:
     model it is beyond `build_model(name)` and the optional `per_sample_loss`."""
 
     def __init__(self, config: TrainConfig, run_dir: Path | None = None, *,
-                 data_dir=None, log=print, progress: bool | None = None, fused: bool = True):
+                 data_dir=None, log=print, progress: bool | None = None):
         self.config = config
-        self.allow_fused = fused  # False: always autograd (for comparisons)
-        self.fused_step: FusedDenseStep | ConvStep | None = None
-        self.flat_adam: FlatAdam | None = None
-        self.fused_off_reason: str | None = None
+        self.choice: StepChoice | None = None  # the step that trains this run (make_step)
         self.dist = D.from_env()
         self.log = log if self.dist.is_main else _quiet
         self.device = resolve_device(config.device)
@@ -220,17 +133,6 @@ class Trainer:
             # NHWC weights let oneDNN/cuDNN pick their fast convolution kernels
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, c, self.device)
-        step = Objective(self.model, c.loss, c.precision, self.device)
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            step = DDP(step, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if c.cuda_graphs:
-            # reduce-overhead = CUDA graphs; every batch has the same shape (see batches())
-            step = torch.compile(step, mode="reduce-overhead")
-        elif c.compile:
-            step = torch.compile(step)
-        self.objective = step
 
     def _meta(self, epoch: int) -> dict:
         c = self.config
@@ -246,6 +148,7 @@ class Trainer:
             "data_checksum": data_mod.dataset_checksum(c.dataset),
             "n_train": len(self.train_x),
             "world_size": self.dist.world,
+            **(self.choice.record() if self.choice is not None else {}),
         }
 
     @property
@@ -261,7 +164,7 @@ class Trainer:
                     "or choose another --run-dir"
                 )
             d.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(d / "config.json", self.config.to_dict())
+            write_config(d, self.config)
         D.barrier(self.dist)
         return 1
 
@@ -271,8 +174,6 @@ class Trainer:
         done = int(meta["epoch"])
         self.best = float(meta["best"]["value"])
         self.metrics = [m for m in read_metrics(self.run_dir) if m["epoch"] <= done]
-        if self.dist.is_main:
-            atomic_write_json(self.run_dir / "config.json", self.config.to_dict())
         self.log(f"resuming {self.run_dir} after epoch {done} of {self.config.epochs}")
         return done + 1
 
@@ -302,33 +203,10 @@ class Trainer:
             else:
                 yield idx, None, len(idx)
 
-    def _choose_step(self) -> None:
-        """On the CPU outside torchrun: the hand-written step (aelab.fused) where it covers
-        the model, else autograd with FlatAdam's one-call update. Chosen after a resume has
-        restored the optimizer state, which both take over."""
-        c = self.config
-        why = "turned off" if not self.allow_fused else unsupported(
-            self.model, c, self.device, self.dist.enabled)
-        if why is None and hasattr(self.model, "per_sample_loss"):
-            why = "the model has its own loss"
-        self.fused_off_reason = why
-        if why is None:
-            try:
-                self.fused_step = make_step(self.model, self.optimizer, c.loss, c.grad_clip)
-                return
-            except ValueError as e:  # e.g. a layout or shape the hand-written step cannot take
-                self.fused_off_reason = str(e)
-        if self.allow_fused and self.device.type == "cpu" and not self.dist.enabled:
-            try:
-                self.flat_adam = FlatAdam(self.optimizer)
-            except ValueError:  # e.g. a parameter layout it cannot flatten: torch.optim
-                self.flat_adam = None
-
     def train_epoch(self, epoch: int) -> float:
         """One pass over the shuffled training set; returns the mean loss per image."""
-        c, opt = self.config, self.optimizer
+        c, opt, step = self.config, self.optimizer, self.choice.step
         self.model.train()
-        fused, flat = self.fused_step, self.flat_adam
         noise_gen = epoch_generator(c.seed + 1, epoch, self.device) if c.noise else None
         loss_sum = torch.zeros((), device=self.device)
         seen, total_steps = 0, self.steps_per_epoch() * c.epochs
@@ -343,23 +221,8 @@ class Trainer:
                     group["lr"] = c.lr * lr_factor(c.schedule, step0 + s, total_steps)
             x = to_float(torch.index_select(self.train_x, 0, idx))  # (B, 1, 28, 28)
             x_in = corrupt(x, c.noise, noise_gen)
-            if fused is not None:  # forward, backward and Adam in one hand-written step
-                loss = fused(x_in, x)
-            else:
-                per_image = self.objective(x_in, x)  # (B,)
-                loss = per_image.mean() if w is None else (per_image * w).sum() / w.sum()
-                if flat is not None:  # grads accumulate into the zeroed flat buffer
-                    flat.zero_grad()
-                else:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if c.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-                if flat is not None:
-                    flat.step()
-                else:
-                    opt.step()
-            loss_sum.add_(loss.detach(), alpha=n_real)  # stays on the device: no sync per step
+            loss = step(x_in, x, w)  # forward, backward and the update
+            loss_sum.add_(loss, alpha=n_real)  # stays on the device: no sync per step
             seen += n_real
             if bar is not None:
                 bar.update()
@@ -371,12 +234,8 @@ class Trainer:
         return (totals[0] / totals[1]).item()
 
     def run(self, resume: bool = False) -> TrainResult:
-        # Adam's second moments and the weights of dead units decay into subnormal floats,
-        # which x86 CPUs handle ~100x slower: without this the seed linear model's epochs
-        # grew from 2 s to 30 s by epoch 5. Flushing them to zero changes no result we report.
-        # This reaches the calling thread and threads started after it; the `aelab` command
-        # sets it first thing (aelab.runtime), which also covers pools started earlier.
-        torch.set_flush_denormal(True)
+        # Process-wide speed settings (subnormal flushing, malloc) are the caller's:
+        # aelab.runtime.prepare_process(), which the `aelab` command calls first thing.
         try:
             self._load_data()
             self._build()
@@ -403,6 +262,17 @@ class Trainer:
         if self.metrics and self.dist.is_main:
             loss_curve(self.metrics, self.run_dir / "loss_curve.png",
                        title=f"{c.model} on {c.dataset}")
+
+    def _choose_step(self) -> None:
+        """make_step, once, after a resume has restored the optimizer state (which a
+        hand-written step takes over); says which step trains and records it."""
+        self.choice = make_step(self.model, self.optimizer, self.config, self.device, self.dist,
+                                note=self.log)
+        rec = self.choice.record()
+        refused = f" (no hand-written step: {rec['fast_refused']})" if rec["fast_refused"] else ""
+        self.log(f"step: {rec['step']}: {rec['step_detail']}{refused}")
+        if self.dist.is_main:
+            write_config(self.run_dir, self.config, rec)
 
     def _mse(self, images: torch.Tensor) -> float:
         sse = reconstruction_sse(self.model, images, self.config.eval_batch_size)
@@ -474,41 +344,25 @@ def _sync(device: torch.device) -> None:
 def _progress(enabled: bool, total: int, epoch: int):
     if not enabled:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=f"epoch {epoch}", leave=False, unit="batch", file=sys.stderr)
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_metrics(run_dir: Path, metrics: list[dict]) -> None:
-    atomic_write_text(Path(run_dir) / "metrics.jsonl",
-                      "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
-
-
 def train(config: TrainConfig, run_dir=None, *, data_dir=None, log=print,
-          progress: bool | None = None, fused: bool = True) -> TrainResult:
+          progress: bool | None = None, fused: bool | None = None) -> TrainResult:
     """Train a new run; returns its folder, per-epoch metrics and the trained model.
-    fused=False trains every model through autograd and torch.optim (see aelab.fused)."""
-    return Trainer(config, run_dir, data_dir=data_dir, log=log, progress=progress,
-                   fused=fused).run()
+    fused=False is the older spelling of config.fast=False (plain autograd + torch.optim)."""
+    if fused is False:
+        config = config.replace(fast=False)
+    return Trainer(config, run_dir, data_dir=data_dir, log=log, progress=progress).run()
 
 
 def resume(run_dir, *, epochs: int | None = None, device: str | None = None, data_dir=None,
            log=print, progress: bool | None = None) -> TrainResult:
     """Continue a run after its last finished epoch (optionally to a new number of epochs)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise AelabError(f"{run_dir} is not a run folder ({cfg_path} is missing)")
+    config = read_config(run_dir)
     if not checkpoint_path(run_dir, "last").is_file():
         raise AelabError(f"{run_dir} has no checkpoint to resume from; start a new run instead")
-    config = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
     changes = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
     config = config.replace(**changes)
     return Trainer(config, run_dir, data_dir=data_dir, log=log, progress=progress).run(resume=True)

@@ -1,6 +1,6 @@
 """Small convolutional autoencoders on CPU, with convolutions computed as matrix products
 where oneDNN is slow at these sizes, in two forms: `forward` (under autograd) and
-`build_ops` (hand-written forward and backward per layer, for aelab.fused.ConvStep).
+`build_ops` (hand-written forward and backward per layer, for aelab.train.fast.conv.ConvStep).
 
 Layer by layer for the seed `conv` at batch 64 on this project's 2-core CPU (forward +
 backward per step, benchmarks/conv_layers.py, both forms of each layer side by side):
@@ -267,7 +267,7 @@ def forward(layers: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
     return h.permute(0, 3, 1, 2)
 
 
-# --- hand-written forward and backward, one object per layer (aelab.fused.ConvStep) ----------
+# --- hand-written forward and backward, one object per layer (aelab.train.fast.conv.ConvStep) ----------
 #
 # Each op reads and writes NHWC activations (B, H, W, C), keeps what its backward needs, and
 # writes its parameters' gradients into their .grad tensors (every step overwrites them, so

