@@ -17,7 +17,7 @@ pca, represent, evaluate; apps/; cli/.
 Importing aelab does no work: each name is imported on first use.
 """
 
-import importlib
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -39,12 +39,12 @@ __all__ = ["__version__", *sorted(_LAZY)]  # noqa: PLE0604
 
 def __getattr__(name):
     if name in _SUBMODULES:  # aelab.runtime.prepare_process() without a separate import
-        return importlib.import_module(f".{name}", __name__)
+        return _importlib.import_module(f".{name}", __name__)
     if name not in _LAZY:
         raise AttributeError(f"module 'aelab' has no attribute {name!r}")
     target = _LAZY[name]
     module, attr = target if isinstance(target, tuple) else (target, name)
-    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    value = getattr(_importlib.import_module(f".{module}", __name__), attr)
     globals()[name] = value
     return value
 

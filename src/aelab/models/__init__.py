@@ -5,7 +5,8 @@ its models when imported, and this package imports them all, so `aelab.models.MO
 complete after `import aelab.models`.
 """
 
-from . import modern, seed, vae
+from . import seed  # first: MODELS lists the seed tutorial's models first
+from . import modern, vae
 from .registry import MODELS, build_model, count_parameters, register_model
 
 __all__ = ["MODELS", "build_model", "count_parameters", "modern", "register_model", "seed", "vae"]
