@@ -159,8 +159,9 @@ def test_submodules_import_one_way():
 
 def test_package_re_exports_the_public_names():
     assert sorted(data.__all__) == sorted(
-        ["DATASETS", "DatasetSpec", "FileSpec", "PypiSource", "dataset_checksum",
-         "default_data_dir", "ensure_dataset", "load_dataset", "read_idx", "write_idx"])
+        ["DATASETS", "DatasetSpec", "FileSpec", "PypiSource", "dataset_checksum", "dataset_info",
+         "default_data_dir", "ensure_dataset", "is_registered", "load_dataset", "read_idx",
+         "write_idx"])
     # The very objects the submodules use, so patching DATASETS' items reaches them all.
     assert data.DATASETS is data.registry.DATASETS
     assert data.ensure_dataset is fetch.ensure_dataset and data.load_dataset is load.load_dataset

@@ -35,10 +35,15 @@ def corrupt(x: torch.Tensor, noise: str | None, gen: torch.Generator) -> torch.T
     return x * keep
 
 
-def figure_digits(test_labels: torch.Tensor) -> torch.Tensor:
-    """Indices of the first test image of each digit: the same ten digits in every figure."""
+def figure_digits(test_labels: torch.Tensor, n_unlabelled: int = 10) -> torch.Tensor:
+    """Indices of the first test image of each class: the same images in every figure.
+    Unlabelled data (labels -1) shows its first `n_unlabelled` test images instead; so does
+    data with more than 20 classes (its first image of each of the first 20)."""
     labels = test_labels.cpu()
-    return torch.stack([(labels == d).nonzero()[0, 0] for d in labels.unique()])
+    classes = labels[labels >= 0].unique()[:20]
+    if len(classes) == 0:
+        return torch.arange(min(n_unlabelled, len(labels)))
+    return torch.stack([(labels == d).nonzero()[0, 0] for d in classes])
 
 
 @torch.inference_mode()

@@ -24,7 +24,12 @@ __all__ = [
     "PypiSource",
     "dataset_checksum",
     "default_data_dir",
+    "is_registered",
 ]
+
+DIGITS = tuple(str(d) for d in range(10))
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class DatasetSpec:
     mirrors: tuple[str, ...]  # base URLs; the file name is appended
     local_dirs: tuple[str, ...] = ()  # read-only folders to copy verified files from
     pypi: PypiSource | None = None
+    class_names: tuple[str, ...] = DIGITS  # the name of each label 0..K-1
 
     def file(self, key: str) -> FileSpec:
         for fs in self.files:
@@ -128,9 +134,15 @@ FASHION_MNIST = DatasetSpec(
     ),
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     local_dirs=("/usr/share/datasets/fashion-mnist",),
+    class_names=FASHION_CLASSES,
 )
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+
+
+def is_registered(name_or_path) -> bool:
+    """Whether `name_or_path` names a registered dataset (anything else is taken as a path)."""
+    return isinstance(name_or_path, str) and name_or_path in DATASETS
 
 
 def _get_spec(name: str) -> DatasetSpec:
@@ -148,7 +160,7 @@ def default_data_dir() -> Path:
 
 
 def dataset_checksum(name: str = "mnist") -> str:
-    """16 hex chars of sha256 over the official file names and md5s: names the content."""
+    """A registered dataset's 16 hex chars: sha256 over its official file names and md5s."""
     spec = _get_spec(name)
     text = "".join(f"{fs.name} {fs.md5}\n" for fs in spec.files)
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
