@@ -1,12 +1,18 @@
 """Models: pure nn.Modules registered by name (timm's pattern).
 
 `registry` holds MODELS, `register_model` and `build_model`; each family module registers
-its models when imported, and this package imports them all, so `aelab.models.MODELS` is
-complete after `import aelab.models`.
+its models when imported, and this package imports them all, then adds the models that
+installed packages register under the entry-point group "aelab.models" (a broken one is
+skipped with a warning), so `aelab.models.MODELS` is complete after `import aelab.models`.
+`build_model` also takes your own model as a "module:attr" reference.
 """
 
 from . import seed  # first: MODELS lists the seed tutorial's models first
 from . import modern, vae
-from .registry import MODELS, build_model, count_parameters, register_model
+from .registry import (MODELS, build_model, check_contract, count_parameters, load_entry_points,
+                       model_record, rebuild_model, register_model)
 
-__all__ = ["MODELS", "build_model", "count_parameters", "modern", "register_model", "seed", "vae"]
+load_entry_points()  # after aelab's own: a package's model never shadows a built-in name
+
+__all__ = ["MODELS", "build_model", "check_contract", "count_parameters", "load_entry_points",
+           "model_record", "modern", "rebuild_model", "register_model", "seed", "vae"]

@@ -3,17 +3,42 @@
 Every model maps images (B, 1, 28, 28) in [0, 1] to reconstructions of the same shape,
 and exposes `encode` -> (B, latent_dim), `decode` (B, latent_dim) -> (B, 1, 28, 28),
 and `latent_dim`. No I/O, no device logic, no training code here.
+
+Three kinds of model can be built by name:
+
+- aelab's own, registered with `@register_model`;
+- an installed package's, registered under the entry-point group "aelab.models", e.g.
+  `[project.entry-points."aelab.models"] tiny = "mypkg.models:TinyAE"`;
+- your own, as a `module:attr` reference (`mymodels:TinyAE`), imported with the current
+  working folder on sys.path; attr is an nn.Module class or a factory taking `latent_dim=`.
+
+`model_record(name)` says which it was (and, for imported code, which file with which
+checksum), so a checkpoint can rebuild its model by importing that code again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.metadata
+import os
+import sys
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..errors import AelabError
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
+ENTRY_POINT_GROUP = "aelab.models"
+# name -> the entry point that registered it (the rest of MODELS is aelab's own)
+_ENTRY_POINTS: dict[str, importlib.metadata.EntryPoint] = {}
+# module name -> (module object, sha256 of its file when it was imported)
+_MODULE_SHA: dict[str, tuple[object, str | None]] = {}
+REFERENCE_HINT = "give your own model as module:attr, e.g. mymodels:TinyAE"
 
 
 def register_model(name: str):
@@ -30,14 +55,215 @@ def register_model(name: str):
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model by name, e.g. build_model("conv")."""
-    if name not in MODELS:
-        raise AelabError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+    """Build a model by registered name ("conv") or reference ("mymodels:TinyAE").
+    Models from outside aelab are checked against the contract before they are returned."""
+    if name in MODELS:  # registered names win over references
+        factory = MODELS[name]
+    elif ":" in name:
+        factory = _resolve_reference(name)
+    else:
+        raise AelabError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}; "
+                         f"or {REFERENCE_HINT}")
     try:
-        return MODELS[name](**kwargs)
+        model = factory(**kwargs)
     except TypeError as e:  # an argument the model does not take
         raise AelabError(f"model {name!r} does not accept {kwargs}: {e}") from None
+    if not _is_builtin(name):  # aelab's own are checked by tests/test_models.py
+        check_contract(model, name)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# --- the contract ---------------------------------------------------------------------
+
+
+def check_contract(model, name: str) -> None:
+    """Raise AelabError naming the part of the model contract that `model` breaks: an int
+    `latent_dim`, encode (2, 1, 28, 28) -> (2, latent_dim), decode -> (2, 1, 28, 28),
+    forward -> (2, 1, 28, 28). Runs on two images in eval mode, leaving the RNG, the
+    training mode and (no gradients) the weights as they were."""
+
+    def broken(what: str) -> AelabError:
+        return AelabError(f"model {name!r} breaks the aelab model contract: {what}")
+
+    if not isinstance(model, nn.Module):
+        raise broken(f"building it returned {type(model).__name__}, not a torch.nn.Module")
+    k = getattr(model, "latent_dim", None)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise broken(f"it needs an int attribute latent_dim >= 1 (the code size), not {k!r}")
+    was_training = model.training
+    model.eval()  # no batch-norm statistics updated by the check
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+            z = _call_part(model, "encode", x, (2, k), broken)
+            _call_part(model, "decode", z, (2, 1, 28, 28), broken)
+            _call_part(model, "forward", x, (2, 1, 28, 28), broken)
+    finally:
+        model.train(was_training)
+
+
+def _call_part(model, part: str, arg, expected: tuple, broken) -> torch.Tensor:
+    arg_name = "z" if part == "decode" else "x"
+    call = f"{part}({arg_name}) of {arg_name} {tuple(arg.shape)}"
+    fn = model if part == "forward" else getattr(model, part, None)
+    if fn is None:
+        raise broken(f"it has no {part}() method")
+    try:
+        out = fn(arg)
+    except Exception as e:  # the model's own code: say where it failed
+        raise broken(f"{call} raised {type(e).__name__}: {e}") from None
+    if not torch.is_tensor(out):
+        raise broken(f"{call} returned {type(out).__name__}, not a tensor of shape {expected}")
+    if tuple(out.shape) != expected:
+        raise broken(f"{call} returned shape {tuple(out.shape)}; expected {expected}")
+    return out
+
+
+# --- references: module:attr ----------------------------------------------------------
+
+
+def _resolve_reference(ref: str) -> Callable[..., nn.Module]:
+    """The callable `attr` of `module` for "module:attr"; cwd goes first on sys.path."""
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr or ":" in attr:
+        raise AelabError(f"model reference {ref!r} is not module:attr; {REFERENCE_HINT}")
+    module = _import_module(module_name, ref)
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise AelabError(f"module {module_name!r} ({getattr(module, '__file__', None)}) has "
+                             f"no {attr!r} for model {ref!r}; check the spelling after the ':'")
+    if not callable(obj):
+        raise AelabError(f"{ref!r} is a {type(obj).__name__}, not an nn.Module class or a "
+                         "function that builds one")
+    return obj
+
+
+def _import_module(module_name: str, ref: str, hint: str = ""):
+    """Import `module_name` for model `ref`; `hint` says what to do if it is not found."""
+    hint = hint or (f"run aelab from the folder that holds {module_name.replace('.', '/')}.py, "
+                    "or install it")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    if module_name not in sys.modules:
+        importlib.invalidate_caches()  # a file written moments ago, in this process
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module_name + ".").startswith(e.name + "."):
+            raise _import_failed(module_name, ref, e) from None  # one of the module's imports
+        raise AelabError(f"cannot import module {module_name!r} for model {ref!r} ({e}); {hint}") from None
+    except Exception as e:  # the module's own code failed (SyntaxError, ...)
+        raise _import_failed(module_name, ref, e) from None
+    cached = _MODULE_SHA.get(module_name)
+    if cached is None or cached[0] is not module:  # the checksum of the code that runs
+        _MODULE_SHA[module_name] = (module, _file_sha256(getattr(module, "__file__", None)))
+    return module
+
+
+def _import_failed(module_name: str, ref: str, e: Exception) -> AelabError:
+    return AelabError(f"importing module {module_name!r} for model {ref!r} failed "
+                      f"({type(e).__name__}: {e}); fix that module")
+
+
+def _file_sha256(file: str | None) -> str | None:
+    if file is None or not Path(file).is_file():
+        return None
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+
+
+# --- records: what a checkpoint keeps to rebuild its model ----------------------------
+
+
+def _is_builtin(name: str) -> bool:
+    return name in MODELS and name not in _ENTRY_POINTS and \
+        getattr(MODELS[name], "__module__", "").startswith("aelab.")
+
+
+def model_record(name: str) -> dict:
+    """Where model `name` comes from, for a checkpoint's meta:
+    {"source": "builtin"};
+    {"source": "entry-point", "distribution", "version", "value"};
+    {"source": "user", "module", "attr", "file", "sha256"} for module:attr, or for a model
+    registered by code outside aelab (attr is then its class's qualified name)."""
+    if name in _ENTRY_POINTS:
+        ep = _ENTRY_POINTS[name]
+        dist = getattr(ep, "dist", None)
+        return {"source": "entry-point", "distribution": dist.name if dist else None,
+                "version": dist.version if dist else None, "value": ep.value}
+    if _is_builtin(name):
+        return {"source": "builtin"}
+    if name in MODELS:
+        factory = MODELS[name]
+        module_name, attr = factory.__module__, factory.__qualname__
+    else:
+        _resolve_reference(name)  # imports it (cached) and checks the reference
+        module_name, attr = name.split(":", 1)
+    module = sys.modules[module_name]
+    file = getattr(module, "__file__", None)
+    cached = _MODULE_SHA.get(module_name)
+    sha = cached[1] if cached and cached[0] is module else _file_sha256(file)
+    return {"source": "user", "module": module_name, "attr": attr,
+            "file": str(Path(file).resolve()) if file else None, "sha256": sha}
+
+
+def rebuild_model(record: dict) -> nn.Module:
+    """Build the model a checkpoint's meta["model"] describes, by importing its code again
+    (old checkpoints hold only name and args). Warns when the module file has changed."""
+    name, args, source = record["name"], record.get("args", {}), record.get("source")
+    if source == "entry-point" and name not in MODELS:
+        raise AelabError(f"model {name!r} came from the package {record.get('distribution')!r} "
+                         f"(entry point {record.get('value')!r}), which is not installed; "
+                         "install it and try again")
+    if source != "user" or name in MODELS:
+        return build_model(name, **args)
+    ref = f"{record['module']}:{record['attr']}"
+    folder = Path(record["file"]).parent if record.get("file") else "the folder that holds it"
+    _import_module(record["module"], ref, hint=f"this checkpoint's model was trained from "
+                   f"{record.get('file')}: run aelab from {folder}, or put {folder} on PYTHONPATH")
+    now = model_record(ref)
+    if record.get("sha256") and now["sha256"] != record["sha256"]:
+        warnings.warn(f"model module {record['module']!r} ({now['file']}) has changed since this "
+                      f"checkpoint was trained with {record.get('file')} (sha256 "
+                      f"{record['sha256'][:12]}... then, {str(now['sha256'])[:12]}... now); "
+                      "loading it anyway", stacklevel=3)
+    return build_model(ref, **args)
+
+
+# --- entry points ---------------------------------------------------------------------
+
+
+def load_entry_points() -> list[str]:
+    """Register installed packages' models (entry-point group "aelab.models") in MODELS;
+    returns the names added. A broken entry point or a clash is skipped with a warning."""
+    try:
+        eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception as e:  # broken metadata must not break `import aelab.models`
+        warnings.warn(f"aelab: cannot read the {ENTRY_POINT_GROUP!r} entry points ({e})", stacklevel=2)
+        return []
+    added = []
+    for ep in eps:
+        where = f"entry point {ep.name} = {ep.value!r}" + (f" of {ep.dist.name}" if ep.dist else "")
+        if ep.name in MODELS:
+            owner = "another package's model" if ep.name in _ENTRY_POINTS else "aelab's own model"
+            warnings.warn(f"aelab: skipping {where}: {ep.name!r} is {owner}; rename the entry point",
+                          stacklevel=2)
+            continue
+        try:
+            factory = ep.load()
+        except Exception as e:  # the package's code: a broken one must not break aelab
+            warnings.warn(f"aelab: skipping {where}: {type(e).__name__}: {e}", stacklevel=2)
+            continue
+        if not callable(factory):
+            warnings.warn(f"aelab: skipping {where}: it is a {type(factory).__name__}, not an "
+                          "nn.Module class or a function that builds one", stacklevel=2)
+            continue
+        MODELS[ep.name], _ENTRY_POINTS[ep.name] = factory, ep
+        added.append(ep.name)
+    return added
