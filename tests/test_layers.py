@@ -16,7 +16,8 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "aelab"
 # of the same subpackage); never from a higher layer, nor sideways into another unit of
 # the same layer (data and models know nothing of each other).
 LAYERS = [
-    ["aelab.errors", "aelab._io"],
+    ["aelab.errors"],
+    ["aelab._io"],
     ["aelab.config", "aelab.presets", "aelab.runtime", "aelab.figures"],
     ["aelab.data", "aelab.models"],
     ["aelab.runs"],

@@ -22,7 +22,8 @@ class TrainConfig:
 
     model: str = "linear"
     model_args: dict = field(default_factory=dict)
-    dataset: str = "mnist"
+    dataset: str = "mnist"  # a registered name, or a path (aelab.data.load_dataset)
+    dataset_options: dict = field(default_factory=dict)  # for a path, e.g. {"transpose": True}
     epochs: int = 13
     batch_size: int = 64
     lr: float = 1e-3
@@ -44,6 +45,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     cuda_graphs: bool = False  # CUDA only: fixed-shape steps captured as CUDA graphs
     fast: bool = True  # the hand-written CPU paths (aelab.train.fast); False: plain autograd
+    tensorboard: bool = False  # also write RUN_DIR/tensorboard/ event files (optional package)
 
     def __post_init__(self):
         self.validate()
@@ -67,11 +69,15 @@ class TrainConfig:
             bad("device", f"choose one of {', '.join(DEVICES)}")
         if not isinstance(self.model_args, dict):
             bad("model_args", "must be a JSON object")
+        if not isinstance(self.dataset, str) or not self.dataset:
+            bad("dataset", "must be a registered name (mnist, fashion-mnist) or a path")
+        if not isinstance(self.dataset_options, dict):
+            bad("dataset_options", "must be a JSON object, e.g. {\"transpose\": true}")
         for name, choices in (("loss", LOSSES), ("optimizer", OPTIMIZERS),
                               ("schedule", SCHEDULES), ("precision", PRECISIONS)):
             if getattr(self, name) not in choices:
                 bad(name, f"choose one of {', '.join(choices)}")
-        for name in ("compile", "cuda_graphs", "fast"):
+        for name in ("compile", "cuda_graphs", "fast", "tensorboard"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "must be true or false")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):

@@ -8,6 +8,7 @@ images. PCA with 30 components scores 13.87 on it.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -38,10 +39,10 @@ def summarize(sse: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
         "psnr_db": 10 * math.log10(1.0 / mse) if mse > 0 else float("inf"),
         "n_images": len(sse),
     }
-    if labels is not None:
+    if labels is not None and (labels >= 0).any():  # -1: an unlabelled dataset
         labels = labels.cpu()
         out["sse_per_image_by_digit"] = {
-            str(int(d)): sse[labels == d].mean().item() for d in labels.unique()
+            str(int(d)): sse[labels == d].mean().item() for d in labels[labels >= 0].unique()
         }
     return out
 
@@ -50,17 +51,31 @@ def summarize(sse: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
 
 
 def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "auto",
-                 noise: str | None = None, log=print) -> dict:
+                 noise: str | None = None, log=print, dataset: str | None = None,
+                 dataset_options: dict | None = None) -> dict:
     """Test-set metrics of a run folder's checkpoint, with PCA at the same code size;
     written to RUN_DIR/eval.json (RUN_DIR/eval-noise-<spec>.json with `noise`) and returned.
 
     noise: corrupt the test inputs ("gaussian:0.3", "masking:0.5"; fixed seed) and score
     the reconstructions against the clean images. Models with an `extra_metrics(images)`
-    method (the VAE's likelihood bounds) add their own entries."""
+    method (the VAE's likelihood bounds) add their own entries.
+
+    dataset (and its options): evaluate on other data than the run was trained on (a
+    registered name or a path), written to RUN_DIR/eval-on-<name>.json. A warning goes to
+    stderr whenever the data differs from the training data (its checksum)."""
     dev = resolve_device(device)
     run = load_run(run_dir, which, device=dev)
-    ds = run.config.dataset
-    test_x, test_y = data_mod.load_dataset(ds, "test", data_dir=data_dir, log=log)
+    other = dataset is not None and dataset != run.config.dataset
+    ds = dataset if other else run.config.dataset
+    opts = dict(data_dir=data_dir, options=(dataset_options if other else run.config.dataset_options),
+                log=log)
+    test_x, test_y = data_mod.load_dataset(ds, "test", **opts)
+    info = data_mod.dataset_info(ds, **opts)
+    trained = run.meta.get("data_checksum")
+    if trained is not None and info["checksum"] != trained:
+        why = "another dataset than" if other else "data that differs from"
+        print(f"warning: evaluating {run.run_dir} on {why} the data it was trained on "
+              f"({ds}: checksum {info['checksum']}, trained on {trained})", file=sys.stderr)
     corrupt_fn = None
     if noise is not None:
         parse_noise(noise)  # a bad spec fails before any work
@@ -72,16 +87,18 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
         with torch.inference_mode():
             result.update(run.model.extra_metrics(test_x.to(dev)))
     k = int(run.model.latent_dim)
-    result["pca_sse_per_image"] = pca.test_sse(ds, k, data_dir=data_dir, log=log).mean().item()
+    result["pca_sse_per_image"] = pca.test_sse(ds, k, **opts).mean().item()
     metrics = read_metrics(run.run_dir)
     result.update(
         run_dir=str(run.run_dir), checkpoint=which, model=run.config.model, latent_dim=k,
         params=count_parameters(run.model), epoch=run.meta["epoch"], dataset=ds,
-        data_checksum=run.meta["data_checksum"], step=run.meta.get("step"),
+        data_checksum=info["checksum"], trained_data_checksum=trained, step=run.meta.get("step"),
         train_seconds=sum(m["epoch_seconds"] for m in metrics if m["epoch"] <= run.meta["epoch"]),
         noise=noise,
     )
-    atomic_write_json(Path(run.run_dir) / eval_file_name(noise), result)
+    name = eval_file_name(noise, info["name"] if other else None)
+    atomic_write_json(Path(run.run_dir) / name, result)
+    result["eval_file"] = str(Path(run.run_dir) / name)
     return result
 
 

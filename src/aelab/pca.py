@@ -50,11 +50,17 @@ def basis(train_u8: torch.Tensor, cache: Path | None = None, key: str = "") -> d
     return b
 
 
-def dataset_basis(dataset: str, *, data_dir=None, log=print) -> dict:
-    """The PCA basis of a dataset's whole training split, cached in its data folder."""
-    folder = data_mod.ensure_dataset(dataset, data_dir, log=log)
-    train_x, _ = data_mod.load_dataset(dataset, "train", data_dir=data_dir, log=log)
-    return basis(train_x, Path(folder) / CACHE_NAME, key=data_mod.dataset_checksum(dataset))
+def dataset_basis(dataset: str, *, data_dir=None, options=None, log=print) -> dict:
+    """The PCA basis of a dataset's whole training split, cached in its data folder (a
+    dataset given by path: in the data folder's cache/, keyed by its checksum)."""
+    train_x, _ = data_mod.load_dataset(dataset, "train", data_dir=data_dir, options=options, log=log)
+    info = data_mod.dataset_info(dataset, data_dir=data_dir, options=options, log=log)
+    if info["path"] is None:
+        cache = Path(data_mod.ensure_dataset(dataset, data_dir, log=log)) / CACHE_NAME
+    else:
+        root = Path(data_dir) if data_dir is not None else data_mod.default_data_dir()
+        cache = root / "cache" / f"pca-{info['checksum']}.safetensors"
+    return basis(train_x, cache, key=info["checksum"])
 
 
 def sse(b: dict, images_u8: torch.Tensor, k: int) -> torch.Tensor:
@@ -71,7 +77,7 @@ def codes(b: dict, images_u8: torch.Tensor, k: int) -> np.ndarray:
     return (x @ b["components"][:k].T).float().numpy()
 
 
-def test_sse(dataset: str, k: int, *, data_dir=None, log=print) -> torch.Tensor:
+def test_sse(dataset: str, k: int, *, data_dir=None, options=None, log=print) -> torch.Tensor:
     """Per-test-image squared error of exact PCA with k components (basis cached on disk)."""
-    test_x, _ = data_mod.load_dataset(dataset, "test", data_dir=data_dir, log=log)
-    return sse(dataset_basis(dataset, data_dir=data_dir, log=log), test_x, k)
+    test_x, _ = data_mod.load_dataset(dataset, "test", data_dir=data_dir, options=options, log=log)
+    return sse(dataset_basis(dataset, data_dir=data_dir, options=options, log=log), test_x, k)

@@ -32,7 +32,7 @@ from . import __version__
 from ._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .config import TrainConfig
 from .errors import AelabError
-from .models import build_model
+from .models import model_record, rebuild_model
 
 FORMAT_VERSION = 1
 # Keys of config.json that describe how the run was trained, not what to train.
@@ -45,6 +45,7 @@ STEP_KEYS = ("step", "step_detail", "fast_refused")
 def new_run_dir(model: str, root: Path = Path("runs")) -> Path:
     """runs/<model>-<timestamp>, with -2, -3... if that folder exists already."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    model = model.replace(":", "-").replace("/", "-")  # mymodels:TinyAE -> mymodels-TinyAE
     path, i = root / f"{model}-{stamp}", 1
     while path.exists():
         i += 1
@@ -78,9 +79,15 @@ def write_metrics(run_dir: Path, metrics: list[dict]) -> None:
                       "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
 
 
-def eval_file_name(noise: str | None = None) -> str:
-    """eval.json, or eval-noise-gaussian-0.3.json for `aelab eval --noise gaussian:0.3`."""
-    return "eval.json" if noise is None else f"eval-noise-{noise.replace(':', '-')}.json"
+def eval_file_name(noise: str | None = None, dataset: str | None = None) -> str:
+    """eval.json; eval-noise-gaussian-0.3.json for `aelab eval --noise gaussian:0.3`;
+    eval-on-kmnist.json (or eval-on-kmnist-noise-...) for another dataset than the run's."""
+    stem = "eval" if dataset is None else f"eval-on-{_safe_name(dataset)}"
+    return f"{stem}.json" if noise is None else f"{stem}-noise-{noise.replace(':', '-')}.json"
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
 
 
 def finished_epoch(run_dir: Path) -> int:
@@ -132,6 +139,8 @@ def save_checkpoint(stem: Path, model: torch.nn.Module, meta: dict, optimizer=No
     # refuses to write
     tensors = {f"model.{k}": v.detach().cpu().clone(memory_format=torch.contiguous_format)
                for k, v in model.state_dict().items()}
+    if "model" in meta and "source" not in meta["model"]:  # where to import the model from
+        meta = dict(meta, model={**meta["model"], **model_record(meta["model"]["name"])})
     meta = dict(meta, format_version=FORMAT_VERSION, aelab_version=__version__,
                 torch_version=torch.__version__)
     if optimizer is not None:
@@ -214,7 +223,7 @@ def load_run(run_dir, which: str = "best", device: str | torch.device = "cpu") -
             raise AelabError(f"run folder {run_dir} does not exist")
         raise AelabError(f"no checkpoint {which!r} in {run_dir} ({path} is missing); {hint}")
     tensors, meta = read_checkpoint(path)
-    model = build_model(meta["model"]["name"], **meta["model"]["args"])
+    model = rebuild_model(meta["model"])  # imports the model's code again; never unpickles
     try:
         model.load_state_dict(model_state(tensors))
     except RuntimeError as e:

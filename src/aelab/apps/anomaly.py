@@ -11,7 +11,7 @@ scores.png and anomaly.json), and anomaly.json + anomaly.md with the table of AU
 (and roc_all.png when all ten classes are held out in turn).
 """
 
-# Module level imports nothing heavy: this module is imported whenever the CLI is built.
+# matplotlib and scikit-learn are imported inside the functions that draw or score.
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from .._io import atomic_write_json, atomic_write_text
 from ..config import TrainConfig
-from ..data import load_dataset
+from ..data import dataset_info, load_dataset
 from ..data.batches import reconstruction_sse
 from ..errors import AelabError
 from ..figures import save
@@ -104,21 +104,24 @@ def score_histogram(scores, is_positive, path: Path, *, positive: str, title: st
 
 
 def holdout_run(digit: int, out: Path, *, model: str, dataset: str, epochs: int, seed: int,
-                limit: int | None, device: str, data_dir=None, log=print) -> dict:
+                limit: int | None, device: str, data_dir=None, log=print,
+                dataset_options: dict | None = None) -> dict:
     """Train without class `digit`, score the test set, write figures; returns the summary
     (with the ROC curve's points under "roc")."""
     from sklearn.metrics import roc_curve
 
-    cfg = TrainConfig(model=model, dataset=dataset, epochs=epochs, seed=seed, limit=limit,
-                      device=device, exclude_digits=[digit], figure_every=epochs)
+    cfg = TrainConfig(model=model, dataset=dataset, dataset_options=dataset_options or {},
+                      epochs=epochs, seed=seed, limit=limit, device=device,
+                      exclude_digits=[digit], figure_every=epochs)
     run_dir = out / f"holdout-{digit}"
     result = train(cfg, run_dir, data_dir=data_dir, log=lambda m: log(f"[holdout {digit}] {m}"),
                    progress=False)
-    test_x, test_y = load_dataset(dataset, "test", data_dir=data_dir, log=log)
+    test_x, test_y = load_dataset(dataset, "test", data_dir=data_dir, options=dataset_options, log=log)
     dev = next(result.model.parameters()).device
     scores = reconstruction_sse(result.model, test_x.to(dev)).numpy()  # (N,) float64
     summary = score_holdout(scores, test_y.numpy(), digit)
-    name = class_names(dataset)[digit]
+    names = class_names(dataset, data_dir=data_dir, options=dataset_options)
+    name = names[digit] if digit < len(names) else str(digit)
     summary.update(name=name, run_dir=str(run_dir), model=model, dataset=dataset, epochs=epochs,
                    seed=seed, limit=limit, score="reconstruction squared error per image")
     fpr, tpr, _ = roc_curve(test_y.numpy() == digit, scores)
@@ -150,16 +153,26 @@ def format_table(results: list[dict], markdown: bool = True) -> str:
 
 def anomaly(holdouts: list[int], out: Path, *, model: str = "conv", dataset: str = "mnist",
             epochs: int = EPOCHS, seed: int = 0, limit: int | None = None, device: str = "auto",
-            data_dir=None, log=print) -> list[dict]:
+            data_dir=None, log=print, dataset_options: dict | None = None) -> list[dict]:
     """Hold out each class in turn; writes out/anomaly.json, out/anomaly.md (and
     out/roc_all.png for several classes); returns the per-class summaries."""
     if epochs < 1:
         raise AelabError(f"--epochs {epochs}: train for at least one epoch")
+    info = dataset_info(dataset, data_dir=data_dir, options=dataset_options, log=log)
+    if not info["has_labels"]:
+        raise AelabError(f"anomaly detection holds one class out, and {info['name']} has no "
+                         "labels; give a dataset with classes (e.g. an image folder with one "
+                         "subfolder per class)")
+    missing = [d for d in holdouts if d >= len(info["class_names"])]
+    if missing:
+        raise AelabError(f"--holdout-digit {missing[0]}: {info['name']} has classes 0 to "
+                         f"{len(info['class_names']) - 1}")
     results = []
     for d in holdouts:
         t0 = time.perf_counter()
         r = holdout_run(d, out, model=model, dataset=dataset, epochs=epochs, seed=seed,
-                        limit=limit, device=device, data_dir=data_dir, log=log)
+                        limit=limit, device=device, data_dir=data_dir, log=log,
+                        dataset_options=dataset_options)
         r["seconds"] = time.perf_counter() - t0
         log(f"held out {r['name']}: ROC AUC {r['auc']:.4f}  ({r['seconds']:.0f}s)")
         results.append(r)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import load_dataset
+from ..data import dataset_info, load_dataset
 from ..data.batches import to_float
 from ..errors import AelabError
 from ..figures import image_rows, save
@@ -37,13 +37,21 @@ N_QUERIES = 6
 MAX_TRAVERSE = 8  # code dimensions drawn one by one; beyond this, principal directions
 TRAVERSE_SIGMAS = 3.0
 N_STEPS = 9
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot")
 
 
-def class_names(dataset: str) -> list[str]:
-    """Names for labels 0-9 in legends and tables."""
-    return list(FASHION_CLASSES) if dataset == "fashion-mnist" else [str(d) for d in range(10)]
+def class_names(dataset: str, *, data_dir=None, options=None) -> list[str]:
+    """Names for the labels in legends and tables ([] for a dataset without labels)."""
+    return list(dataset_info(dataset, data_dir=data_dir, options=options, log=_quiet)["class_names"])
+
+
+def _quiet(*_a) -> None:
+    pass
+
+
+def _name(names: list[str], label) -> str:
+    """A label's name; unlabelled images (-1) and labels beyond the names have none."""
+    i = int(label)
+    return names[i] if 0 <= i < len(names) else ("" if i < 0 else str(i))
 
 
 # --- codes ----------------------------------------------------------------------------
@@ -90,7 +98,9 @@ def _scatter_panel(ax, xy, labels, title: str) -> None:
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
-    ax.scatter(xy[:, 0], xy[:, 1], c=cmap(np.asarray(labels) % 10), s=2, alpha=0.6, linewidths=0)
+    labels = np.asarray(labels)
+    colours = cmap(labels % 10) if (labels >= 0).any() else "tab:gray"  # unlabelled: one colour
+    ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=2, alpha=0.6, linewidths=0)
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -124,7 +134,8 @@ def latent_map(codes, labels, names, path: Path, *, tsne_points: int, seed: int,
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (xy, lab, sub) in zip(axes, panels, strict=True):
         _scatter_panel(ax, xy, lab, sub)
-    _legend(fig, names)
+    if names:
+        _legend(fig, names[:10])  # tab10: the colours repeat beyond ten classes
     if title:
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.02, right=1 - 1.4 / fig.get_figwidth(), bottom=0.03, top=0.86,
@@ -161,7 +172,7 @@ def interpolation_figure(model, test_x, test_y, names, path: Path, *, variationa
     for (ia, ib), (za, zb) in zip(pairs.tolist(), codes, strict=True):
         ends = to_float(test_x[[ia, ib]])[:, 0].numpy()
         middle = decode_np(model, path_fn(za, zb, t))
-        label = f"{names[int(test_y[ia])]} > {names[int(test_y[ib])]}"
+        label = f"{_name(names, test_y[ia])} > {_name(names, test_y[ib])}"
         rows.append((label, np.concatenate([ends[:1], middle, ends[1:]])))
     head = f"{kind} interpolation; first and last columns: the test images"
     return image_rows(rows, path, title=f"{title}: {head}" if title else head)
@@ -173,7 +184,7 @@ def _pairs(labels, n: int, seed: int):
     out = []
     while len(out) < n:
         a, b = torch.randint(len(labels), (2,), generator=g).tolist()
-        if labels[a] != labels[b]:
+        if a != b and (labels[a] != labels[b] or labels[a] < 0):  # unlabelled: any two
             out.append((a, b))
     return torch.tensor(out)
 
@@ -234,7 +245,8 @@ def neighbours_figure(test_x, test_y, test_codes, train_x, train_y, train_codes,
     for q, nn_idx in zip(queries.tolist(), nearest, strict=True):
         same = int((train_y[nn_idx] == test_y[q]).sum())
         imgs = torch.cat([test_x[q : q + 1], train_x[nn_idx]]).float().div(255).numpy()
-        rows.append((f"{names[int(test_y[q])]}: {same}/{k}", np.asarray(imgs)))
+        caption = f"{_name(names, test_y[q])}: {same}/{k}" if test_y[q] >= 0 else ""
+        rows.append((caption, np.asarray(imgs)))
     head = f"test image (left) and its {k} nearest training images in code space"
     return image_rows(rows, path, title=f"{title}: {head}" if title else head)
 
@@ -244,21 +256,31 @@ def neighbours_figure(test_x, test_y, test_codes, train_x, train_y, train_codes,
 
 def explore(run_dir, out: Path | None = None, *, which: str = "best", dataset: str | None = None,
             data_dir=None, device: str = "auto", tsne_points: int = TSNE_POINTS,
-            neighbours: int = N_NEIGHBOURS, seed: int = 0, log=print) -> list[Path]:
-    """Draw the five figures for a run folder's checkpoint; returns their paths."""
+            neighbours: int = N_NEIGHBOURS, seed: int = 0, log=print,
+            dataset_options: dict | None = None) -> list[Path]:
+    """Draw the five figures for a run folder's checkpoint; returns their paths. Without
+    labels the latent map has one colour and the neighbours no label agreement."""
     if tsne_points < 0 or neighbours < 1:
         raise AelabError(f"--tsne-points must be >= 0 (got {tsne_points}) and --neighbours "
                          f">= 1 (got {neighbours})")
     run = load_run(run_dir, which, device=resolve_device(device))
-    ds = dataset or run.config.dataset
+    if dataset is None:
+        ds, options = run.config.dataset, run.config.dataset_options
+    else:
+        ds, options = dataset, dataset_options
     out = Path(out) if out is not None else Path(run_dir) / "explore"
-    train_x, train_y = load_dataset(ds, "train", data_dir=data_dir, log=log)
-    test_x, test_y = load_dataset(ds, "test", data_dir=data_dir, log=log)
-    model, names = run.model, class_names(ds)
+    opts = dict(data_dir=data_dir, options=options, log=log)
+    train_x, train_y = load_dataset(ds, "train", **opts)
+    test_x, test_y = load_dataset(ds, "test", **opts)
+    info = dataset_info(ds, **opts)
+    if not info["has_labels"]:
+        log(f"{ds} has no labels: the latent map is drawn in one colour, and the nearest "
+            "neighbours without label agreement")
+    model, names = run.model, list(info["class_names"])
     # NHWC lets oneDNN pick its fast convolution kernels, as the trainer does (layout only)
     model.to(memory_format=torch.channels_last)
     variational = bool(getattr(model, "variational", False))
-    title = f"{run.config.model} ({Path(run_dir).name}, {ds})"
+    title = f"{run.config.model} ({Path(run_dir).name}, {info['name']})"
     train_codes, test_codes = encode_all(model, train_x), encode_all(model, test_x)
     return [
         latent_map(test_codes, test_y, names, out / "latent_map.png", tsne_points=tsne_points,

@@ -146,20 +146,26 @@ def run_representation(run_dir: Path, *, data_dir=None, device="auto", n_fit=Non
     return acc
 
 
-def pca_row(k: int, *, dataset="mnist", data_dir=None, n_fit=None, n_score=None, log=print) -> dict:
+def pca_row(k: int, *, dataset="mnist", data_dir=None, n_fit=None, n_score=None, log=print,
+            options: dict | None = None) -> dict:
     """Exact PCA with k components, fitted on all training images (basis cached in the
-    data folder): test reconstruction error and label accuracies of its codes."""
+    data folder): test reconstruction error and label accuracies of its codes (None for a
+    dataset without labels)."""
     if not 1 <= k <= 784:
         raise AelabError(f"--latent-dim {k}: PCA of 28x28 images has 1 to 784 components")
-    tx, ty = data_mod.load_dataset(dataset, "train", data_dir=data_dir, log=log)
-    sx, sy = data_mod.load_dataset(dataset, "test", data_dir=data_dir, log=log)
-    basis = pca.dataset_basis(dataset, data_dir=data_dir, log=log)
+    opts = dict(data_dir=data_dir, options=options, log=log)
+    tx, ty = data_mod.load_dataset(dataset, "train", **opts)
+    sx, sy = data_mod.load_dataset(dataset, "test", **opts)
+    basis = pca.dataset_basis(dataset, **opts)
     out = summarize(pca.sse(basis, sx, k))
     out["sse_per_image_std_over_images"] = out.pop("sse_per_image_std")
     out["sse_per_image_std"] = None  # exact PCA has no seeds to vary
     fit, score = _subset(n_fit, n_score)
-    out.update(label_accuracies(pca.codes(basis, tx[fit], k), ty[fit].numpy(),
-                                pca.codes(basis, sx[score], k), sy[score].numpy()))
+    if (ty >= 0).any():
+        out.update(label_accuracies(pca.codes(basis, tx[fit], k), ty[fit].numpy(),
+                                    pca.codes(basis, sx[score], k), sy[score].numpy()))
+    else:
+        out.update(knn_accuracy=None, probe_accuracy=None)
     # k components plus the mean: the numbers needed to encode and decode
     out.update(model="pca", latent_dim=k, params=(k + 1) * 784, epochs=None, train_seconds=None)
     return out

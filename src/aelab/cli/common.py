@@ -1,4 +1,5 @@
-"""What every command group shares: the --data-dir/--device flags, worded the same."""
+"""What every command group shares: --data-dir, --device, --checkpoint and --dataset,
+worded the same everywhere."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 from pathlib import Path
 
 from ..config import DEVICES
+from ..data import DATASETS
+from ..models import MODELS
 
 CHECKPOINTS = ("best", "last")
 
@@ -23,3 +26,59 @@ def add_common_args(p: argparse.ArgumentParser, device: bool = True,
 def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
                    help="which checkpoint (default: best)")
+
+
+def _option_value(text: str):
+    """'true' -> True, '3' -> 3, '0.5' -> 0.5, anything else stays a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+class KeyValues(argparse.Action):
+    """--dataset-option KEY=VALUE, repeatable, collected into one dict."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            parser.error(f"{option_string} {value!r}: give KEY=VALUE, e.g. transpose=true")
+        options = dict(getattr(namespace, self.dest) or {})
+        options[key.strip()] = _option_value(text.strip())
+        setattr(namespace, self.dest, options)
+
+
+def add_dataset_args(p: argparse.ArgumentParser, default: str | None, what: str,
+                     default_text: str | None = None) -> None:
+    """--dataset NAME|PATH and --dataset-option KEY=VALUE, worded the same everywhere."""
+    names = ", ".join(sorted(DATASETS))
+    p.add_argument("--dataset", default=default, metavar="NAME|PATH",
+                   help=f"{what}: a registered name ({names}) or a path: a folder of MNIST-named "
+                   "IDX files (KMNIST, EMNIST, QMNIST), an .npz file, or a folder of images "
+                   f"(default: {default_text or default})")
+    p.add_argument("--dataset-option", dest="dataset_options", action=KeyValues, default=None,
+                   metavar="KEY=VALUE",
+                   help="an option for a dataset given by path, e.g. transpose=true for EMNIST; "
+                   "repeatable (default: none, or the aelab-dataset.json card beside the files)")
+
+
+def dataset_arg(dataset: str | None) -> str | None:
+    """A --dataset value: a registered name as it is, a path made absolute (so that a run
+    records where its data is, whatever folder it is evaluated from later)."""
+    if dataset is None or dataset in DATASETS:
+        return dataset
+    return str(Path(dataset).expanduser().absolute())
+
+
+def model_name(value: str) -> str:
+    """argparse type of MODEL: a registered name, or a module:attr reference to import."""
+    if value in MODELS or ":" in value:
+        return value
+    raise argparse.ArgumentTypeError(
+        f"unknown model {value!r}; choose one of {', '.join(sorted(MODELS))}, or give your own "
+        "as module:attr (e.g. mymodels:TinyAE for class TinyAE in ./mymodels.py)")

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from ..apps import anomaly as A
 from ..apps import explore as X
-from ..data import DATASETS
 from ..models import MODELS
-from .common import add_checkpoint_arg, add_common_args
+from .common import add_checkpoint_arg, add_common_args, add_dataset_args, dataset_arg, model_name
 
 
 def add_commands(sub) -> None:
@@ -21,7 +20,8 @@ def add_commands(sub) -> None:
 
 def cmd_explore(a) -> int:
     t0 = time.perf_counter()
-    paths = X.explore(a.run_dir, a.out, which=a.checkpoint, dataset=a.dataset, data_dir=a.data_dir,
+    paths = X.explore(a.run_dir, a.out, which=a.checkpoint, dataset=dataset_arg(a.dataset),
+                      dataset_options=a.dataset_options, data_dir=a.data_dir,
                       device=a.device or "auto", tsne_points=a.tsne_points,
                     neighbours=a.neighbours, seed=a.seed)
     for p in paths:
@@ -36,8 +36,7 @@ def add_explore(sub) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: RUN_DIR/explore)")
     add_checkpoint_arg(p)
-    p.add_argument("--dataset", default=None, choices=sorted(DATASETS),
-                   help="images to look at (default: the run's own dataset)")
+    add_dataset_args(p, None, "images to look at", "the run's own dataset")
     p.add_argument("--tsne-points", type=int, default=X.TSNE_POINTS,
                    help=f"random test images in the t-SNE panel; 0 draws PCA only "
                    f"(default: {X.TSNE_POINTS})")
@@ -53,7 +52,8 @@ def cmd_anomaly(a) -> int:
     digits = list(range(10)) if a.holdout_digit == "all" else [int(a.holdout_digit)]
     out = a.out or Path("runs") / f"anomaly-{a.model}-{datetime.now():%Y%m%d-%H%M%S}"
     t0 = time.perf_counter()
-    results = A.anomaly(digits, out, model=a.model, dataset=a.dataset, epochs=a.epochs, seed=a.seed,
+    results = A.anomaly(digits, out, model=a.model, dataset=dataset_arg(a.dataset),
+                        dataset_options=a.dataset_options, epochs=a.epochs, seed=a.seed,
                       limit=a.limit, device=a.device or "auto", data_dir=a.data_dir)
     print(f"\n{a.model} on {a.dataset}, {a.epochs} epochs per held-out class; "
           f"score = reconstruction error; positives = the held-out class")
@@ -71,15 +71,16 @@ def add_anomaly(sub) -> None:
                    metavar="{0..9,all}",
                    help="the class left out of training and scored as the anomaly; `all` "
                    "holds out each of the ten in turn (required)")
-    p.add_argument("--model", default="conv", choices=sorted(MODELS), help="model (default: conv)")
+    p.add_argument("--model", default="conv", type=model_name, metavar="MODEL",
+                   help=f"a registered model ({', '.join(sorted(MODELS))}) or your own as "
+                   "module:attr (default: conv)")
     p.add_argument("--epochs", type=int, default=A.EPOCHS,
                    help=f"training epochs per held-out class; 3 keeps `all` with conv to a few "
                    f"minutes on a laptop CPU (default: {A.EPOCHS})")
     p.add_argument("--limit", type=int, default=None,
                    help="train on the first N remaining training images (default: all)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS),
-                   help="dataset (default: mnist)")
+    add_dataset_args(p, "mnist", "what to train and score on")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: runs/anomaly-<model>-<timestamp>)")
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..apps import results as R
-from ..data import DATASETS
-from .common import add_common_args
+from .common import add_common_args, add_dataset_args, dataset_arg
 
 
 def cmd_results(a) -> int:
@@ -24,13 +23,17 @@ def cmd_results(a) -> int:
 
 def cmd_baseline(a) -> int:
     n_fit, n_score = (None, None) if a.represent_fit is None else (a.represent_fit, None)
-    r = R.pca_row(a.latent_dim, dataset=a.dataset, data_dir=a.data_dir, n_fit=n_fit, n_score=n_score)
+    r = R.pca_row(a.latent_dim, dataset=dataset_arg(a.dataset), data_dir=a.data_dir, n_fit=n_fit,
+                  n_score=n_score, options=a.dataset_options)
     print(f"exact PCA, {a.latent_dim} components, fitted on the {a.dataset} training set "
           f"(basis cached in the data folder); {a.dataset} test set:")
     print(f"  SSE/image {r['sse_per_image']:.3f} (std over images {r['sse_per_image_std_over_images']:.3f})  "
           f"MSE/pixel {r['mse_per_pixel']:.6f}  PSNR {r['psnr_db']:.2f} dB")
-    print(f"  digit labels from the codes: kNN (k=5) {100 * r['knn_accuracy']:.2f}%  "
-          f"linear probe {100 * r['probe_accuracy']:.2f}%")
+    if r["knn_accuracy"] is None:
+        print(f"  {a.dataset} has no labels: no kNN or linear-probe accuracy")
+    else:
+        print(f"  labels from the codes: kNN (k=5) {100 * r['knn_accuracy']:.2f}%  "
+              f"linear probe {100 * r['probe_accuracy']:.2f}%")
     return 0
 
 
@@ -64,7 +67,7 @@ def add_commands(sub) -> None:
                        "image and kNN / linear-probe accuracy of digit labels from its codes.")
     p.add_argument("method", choices=["pca"], help="the baseline (only pca)")
     p.add_argument("--latent-dim", type=int, default=30, help="number of components (default: 30)")
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="(default: mnist)")
+    add_dataset_args(p, "mnist", "fit on its training split, score its test split")
     p.add_argument("--represent-fit", type=int, default=None, metavar="N",
                    help="fit the label probes on the first N training codes (default: all)")
     add_common_args(p, device=False)

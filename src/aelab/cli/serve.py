@@ -9,7 +9,7 @@ from pathlib import Path
 from ..apps.serve import DEFAULT_HOST, DEFAULT_PORT, MAP_SIZE
 from ..errors import AelabError
 from ..runtime import prepare_process
-from .common import add_checkpoint_arg
+from .common import add_checkpoint_arg, add_dataset_args, dataset_arg
 
 
 def add_commands(sub) -> None:
@@ -29,6 +29,7 @@ def add_commands(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1, fastest for small models under concurrent "
                    "requests)")
+    add_dataset_args(p, None, "whose test images make the latent map", "each run's own dataset")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="dataset folder, for the latent map (default: $AELAB_DATA_DIR, else ./data)")
     p.set_defaults(func=cmd_serve)
@@ -45,7 +46,8 @@ def cmd_serve(a) -> int:
     from ..apps.serve.api import bind, create_app, host_warning
 
     prepare_process(threads=a.threads)
-    app = create_app(a.run_dirs, a.checkpoint, a.data_dir, a.map_size)
+    app = create_app(a.run_dirs, a.checkpoint, a.data_dir, a.map_size,
+                     dataset=dataset_arg(a.dataset), dataset_options=a.dataset_options)
     sock = bind(a.host, a.port)
     warning = host_warning(a.host)
     if warning:

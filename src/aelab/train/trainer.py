@@ -7,6 +7,7 @@ PIL or ToTensor step, and no host synchronisation inside an epoch.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -18,11 +19,12 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import data as data_mod
+from .._io import make_dirs
 from ..config import TrainConfig
 from ..data.batches import corrupt, epoch_generator, figure_digits, reconstruction_sse, to_float
 from ..errors import AelabError
 from ..figures import image_rows, loss_curve
-from ..models import build_model, count_parameters
+from ..models import build_model, count_parameters, model_record, rebuild_model
 from ..runs import (
     checkpoint_path,
     new_run_dir,
@@ -37,6 +39,7 @@ from ..runs import (
 from ..runtime import resolve_device
 from . import distributed as D
 from .step import StepChoice, make_optimizer, make_step
+from .tensorboard import open_log
 
 
 class TrainingDiverged(AelabError):
@@ -106,8 +109,22 @@ class Trainer:
 
     def _load_data(self) -> None:
         c, log = self.config, self.log
-        train_x, train_y = data_mod.load_dataset(c.dataset, "train", data_dir=self.data_dir, log=log)
-        test_x, test_y = data_mod.load_dataset(c.dataset, "test", data_dir=self.data_dir, log=log)
+        opts = dict(data_dir=self.data_dir, options=c.dataset_options, log=log)
+        train_x, train_y = data_mod.load_dataset(c.dataset, "train", **opts)
+        test_x, test_y = data_mod.load_dataset(c.dataset, "test", **opts)
+        self.dataset_info = info = data_mod.dataset_info(c.dataset, **opts)
+        if info["path"] is not None:  # a dataset by path: say what was found, once
+            classes = f"{len(info['class_names'])} classes" if info["has_labels"] else "no labels"
+            carved = info["carved_test"]
+            split = (f"; test split carved: {carved['n']} images ({carved['fraction']:.3g}, seed "
+                     f"{carved['seed']})" if carved else "")
+            log(f"dataset {info['path']} ({info['kind']}): {info['n_train']:,} training and "
+                f"{info['n_test']:,} test images, {classes}{split}")
+        if c.val_split >= len(train_x):
+            raise AelabError(f"--val-split {c.val_split}: {c.dataset} has only {len(train_x)} "
+                             "training images; hold out fewer")
+        if c.exclude_digits and not self.dataset_info["has_labels"]:
+            raise AelabError(f"--exclude-digits needs labels, and {c.dataset} has none")
         val_x = val_y = None
         if c.val_split:  # the last N training images: model selection never sees the test set
             train_x, val_x = train_x[: -c.val_split], train_x[-c.val_split :]
@@ -125,10 +142,15 @@ class Trainer:
         self.test_x = test_x.to(self.device)
         self.fig_idx = figure_digits(test_y)
 
-    def _build(self) -> None:
+    def _build(self, resume: bool = False) -> None:
         c = self.config
         torch.manual_seed(c.seed)
-        self.model = build_model(c.model, **c.model_args).to(self.device)
+        if resume:  # as its checkpoint describes it: a user's module is checked for changes
+            record = json.loads(checkpoint_path(self.run_dir, "last").with_suffix(".json").read_text())
+            model = rebuild_model(record["model"])
+        else:
+            model = build_model(c.model, **c.model_args)
+        self.model = model.to(self.device)
         if uses_convolutions(self.model):
             # NHWC weights let oneDNN/cuDNN pick their fast convolution kernels
             self.model.to(memory_format=torch.channels_last)
@@ -137,7 +159,7 @@ class Trainer:
     def _meta(self, epoch: int) -> dict:
         c = self.config
         return {
-            "model": {"name": c.model, "args": c.model_args},
+            "model": {"name": c.model, "args": c.model_args, **model_record(c.model)},
             "latent_dim": int(self.model.latent_dim),
             "params": count_parameters(self.model),
             "config": c.to_dict(),
@@ -145,7 +167,8 @@ class Trainer:
             "metrics": self.metrics[-1] if self.metrics else {},
             "best": {"metric": self.selection_metric, "value": self.best},
             "dataset": c.dataset,
-            "data_checksum": data_mod.dataset_checksum(c.dataset),
+            "data_checksum": self.dataset_info["checksum"],
+            "dataset_info": self.dataset_info,
             "n_train": len(self.train_x),
             "world_size": self.dist.world,
             **(self.choice.record() if self.choice is not None else {}),
@@ -163,7 +186,7 @@ class Trainer:
                     f"{d} already holds a run; continue it with `aelab train --resume {d}` "
                     "or choose another --run-dir"
                 )
-            d.mkdir(parents=True, exist_ok=True)
+            make_dirs(d)  # a full disk or a file in the way: an error naming the folder
             write_config(d, self.config)
         D.barrier(self.dist)
         return 1
@@ -236,13 +259,18 @@ class Trainer:
     def run(self, resume: bool = False) -> TrainResult:
         # Process-wide speed settings (subnormal flushing, malloc) are the caller's:
         # aelab.runtime.prepare_process(), which the `aelab` command calls first thing.
+        self.tb = None
         try:
+            # before anything is written: a missing tensorboard package leaves no run folder
+            self.tb = open_log(self.run_dir, self.config.tensorboard, self.dist.is_main)
             self._load_data()
-            self._build()
+            self._build(resume)
             start = self._resume() if resume else self._start_new()
             self._choose_step()
             self._loop(start)
         finally:
+            if self.tb is not None:
+                self.tb.close()
             D.shutdown(self.dist)
         return TrainResult(self.run_dir, self.metrics, self.model)
 
@@ -304,8 +332,10 @@ class Trainer:
                  f"{record['images_per_second']:,.0f} img/s")
         if self.dist.is_main:
             self._save(epoch, record[self.selection_metric])
+            self.tb.epoch(record, self.optimizer.param_groups[0]["lr"])
             if epoch in c.figure_epochs():
-                self.draw_reconstructions(self.run_dir / f"recon_epoch{epoch:02d}.png", epoch)
+                png = self.draw_reconstructions(self.run_dir / f"recon_epoch{epoch:02d}.png", epoch)
+                self.tb.image("reconstructions", png, epoch)
 
     def _save(self, epoch: int, score: float) -> None:
         write_metrics(self.run_dir, self.metrics)

@@ -195,9 +195,11 @@ def openapi_html(spec: dict) -> str:
 
 
 def create_app(run_dirs, checkpoint: str = "best", data_dir=None, map_size: int = MAP_SIZE,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The explorer's FastAPI app over these run folders (loaded now, fixed for its lifetime)."""
-    explorer = load_explorer(run_dirs, checkpoint, data_dir, map_size)
+               max_body_bytes: int = MAX_BODY_BYTES, dataset: str | None = None,
+               dataset_options: dict | None = None) -> FastAPI:
+    """The explorer's FastAPI app over these run folders (loaded now, fixed for its lifetime);
+    the latent map shows `dataset`'s test images (default: each run's own)."""
+    explorer = load_explorer(run_dirs, checkpoint, data_dir, map_size, dataset, dataset_options)
     # FastAPI's own /docs loads Swagger UI from a CDN; ours is rendered here, so it works offline
     app = FastAPI(title="aelab explorer", version=__version__, docs_url=None, redoc_url=None,
                   description="Encode, decode and explore the latent spaces of trained autoencoders. "

@@ -3,13 +3,15 @@ the latent map (test codes in 2-D) and the slider directions, computed once at s
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...data import load_dataset
+from ...data import DATASETS, load_dataset
 from ...data.batches import encode_all
 from ...errors import AelabError
 from ...runs import load_run
@@ -80,8 +82,9 @@ class Model:
 
     def info(self) -> dict:
         meta = self.run.meta
-        return {"id": self.id, "model": self.run.config.model, "dataset": self.run.config.dataset,
-                "latent_dim": self.latent_dim, "epoch": meta.get("epoch"),
+        return {"id": self.id, "model": self.run.config.model,
+                "dataset": _dataset_name(self.run.config.dataset), "latent_dim": self.latent_dim,
+                "epoch": meta.get("epoch"),
                 "test_mse": (meta.get("metrics") or {}).get("test_mse"),
                 "sliders": {"kind": self.sliders.kind, "count": int(self.sliders.axes.shape[0])},
                 "map": {"kind": self.plane.kind}}
@@ -152,8 +155,15 @@ class Explorer:
         return self.models[model_id]
 
 
+def _dataset_name(dataset: str) -> str:
+    """A registered name as it is; a dataset given by path by its last part only (no file
+    paths leave the server)."""
+    return dataset if dataset in DATASETS else Path(dataset).name
+
+
 def load_explorer(run_dirs, checkpoint: str = "best", data_dir=None,
-                  map_size: int = MAP_SIZE) -> Explorer:
+                  map_size: int = MAP_SIZE, dataset: str | None = None,
+                  dataset_options: dict | None = None) -> Explorer:
     """Load every run and its test-set slice; AelabError says which run or dataset failed."""
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
@@ -164,9 +174,11 @@ def load_explorer(run_dirs, checkpoint: str = "best", data_dir=None,
     models = []
     for model_id, d in zip(unique_ids(run_dirs), run_dirs, strict=True):
         run = load_run(d, checkpoint, device="cpu")
-        name = run.config.dataset
-        if name not in test_sets:
-            x, y = load_dataset(name, "test", data_dir=data_dir)
-            test_sets[name] = (x[:map_size], y[:map_size])
-        models.append(Model(model_id, run, *test_sets[name]))
+        name, options = ((dataset, dataset_options) if dataset is not None
+                         else (run.config.dataset, run.config.dataset_options))
+        key = (name, json.dumps(options or {}, sort_keys=True))
+        if key not in test_sets:
+            x, y = load_dataset(name, "test", data_dir=data_dir, options=options)
+            test_sets[key] = (x[:map_size], y[:map_size])
+        models.append(Model(model_id, run, *test_sets[key]))
     return Explorer(models)

@@ -356,7 +356,8 @@ function drawMap(card, marker) {
     ctx.fillRect(0, 0, c.width, c.height);
     card.map.points.forEach((p, i) => {
       const [x, y] = card.frame.toCanvas(p);
-      ctx.fillStyle = PALETTE[card.map.labels[i] % 10];
+      const label = card.map.labels[i];
+      ctx.fillStyle = label >= 0 ? PALETTE[label % 10] : "#888";  // -1: an unlabelled dataset
       ctx.fillRect(x - 1.5, y - 1.5, 3, 3);
     });
     card.mapBackground = ctx.getImageData(0, 0, c.width, c.height);
