@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..apps import bench
 from ..errors import AelabError
-from .common import add_common_args
+from .common import add_common_args, json_object
 
 
 def add_commands(sub) -> None:
@@ -27,12 +26,7 @@ def add_commands(sub) -> None:
 
 
 def cmd_bench(a) -> int:
-    try:
-        options = json.loads(a.aelab_options)
-    except json.JSONDecodeError as e:
-        raise AelabError(f"--aelab-options is not valid JSON ({e}); e.g. '{{\"fast\": false}}'") from None
-    if not isinstance(options, dict):
-        raise AelabError("--aelab-options must be a JSON object, e.g. '{\"precision\": \"bf16\"}'")
+    json_object(a.aelab_options, "--aelab-options", '{"fast": false}')
     if a.pairs < 1 or a.epochs < 1:
         raise AelabError("--pairs and --epochs must be at least 1")
     return bench.run(a)

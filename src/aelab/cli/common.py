@@ -4,10 +4,12 @@ worded the same everywhere."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ..config import DEVICES
 from ..data import DATASETS
+from ..errors import AelabError
 from ..models import MODELS
 
 CHECKPOINTS = ("best", "last")
@@ -82,3 +84,14 @@ def model_name(value: str) -> str:
     raise argparse.ArgumentTypeError(
         f"unknown model {value!r}; choose one of {', '.join(sorted(MODELS))}, or give your own "
         "as module:attr (e.g. mymodels:TinyAE for class TinyAE in ./mymodels.py)")
+
+
+def json_object(text: str, flag: str, example: str) -> dict:
+    """A flag's JSON object value, or an AelabError saying what is wrong with it."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise AelabError(f"{flag} is not valid JSON ({e}); e.g. '{example}'") from None
+    if not isinstance(value, dict):
+        raise AelabError(f"{flag} must be a JSON object, e.g. '{example}'")
+    return value

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import warnings
 from datetime import datetime
@@ -27,7 +26,15 @@ from ..presets import PRESETS
 from ..runs import load_run
 from ..runtime import resolve_device
 from ..train import distributed
-from .common import CHECKPOINTS, KeyValues, add_common_args, add_dataset_args, dataset_arg, model_name
+from .common import (
+    CHECKPOINTS,
+    KeyValues,
+    add_common_args,
+    add_dataset_args,
+    dataset_arg,
+    json_object,
+    model_name,
+)
 
 # TrainConfig fields that `aelab train` sets from a flag of the same name; the rest are
 # set otherwise (the MODEL argument, --model-args/--latent-dim) or not from the CLI.
@@ -54,7 +61,8 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train an autoencoder",
-                       description="Train a registered model. Defaults are the seed tutorial's: "
+                       description="Train a registered model, or your own as module:attr. Defaults are the "
+                       "seed tutorial's: "
                        "MSE, Adam lr 1e-3 weight decay 1e-5, batch 64, 13 epochs. Each epoch "
                        "prints the MEAN training loss over the epoch (the seed printed the last "
                        "batch's loss), the test MSE per pixel and the seconds it took.")
@@ -205,13 +213,7 @@ def _train_config(a):
         base["model"] = a.model
     model_args = dict(base.get("model_args", {}))
     if a.model_args is not None:
-        try:
-            extra = json.loads(a.model_args)
-        except json.JSONDecodeError as e:
-            raise AelabError(f"--model-args is not valid JSON ({e}); e.g. '{{\"latent_dim\": 8}}'") from None
-        if not isinstance(extra, dict):
-            raise AelabError("--model-args must be a JSON object, e.g. '{\"latent_dim\": 8}'")
-        model_args.update(extra)
+        model_args.update(json_object(a.model_args, "--model-args", '{"latent_dim": 8}'))
     if a.latent_dim is not None:
         model_args["latent_dim"] = a.latent_dim
     base["model_args"] = model_args
