@@ -14,6 +14,7 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 PRECISIONS = ("fp32", "bf16")
 NOISES = ("gaussian", "masking")
+BINARIZE = ("none", "dynamic", "static")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class TrainConfig:
     schedule: str = "constant"  # learning rate per step: constant, cosine to 0, or one-cycle
     grad_clip: float | None = None  # clip the global gradient norm to this
     val_split: int = 0  # hold out the last N training images; `best` is then chosen on them
+    binarize: str = "none"  # "dynamic": Bernoulli(pixel) resampled per draw; "static": once
     noise: str | None = None  # denoising: "gaussian:SIGMA" or "masking:P" corrupts the input
     exclude_digits: list = field(default_factory=list)  # leave these labels out of training
     precision: str = "fp32"  # "bf16": autocast forward passes to bfloat16
@@ -74,7 +76,8 @@ class TrainConfig:
         if not isinstance(self.dataset_options, dict):
             bad("dataset_options", "must be a JSON object, e.g. {\"transpose\": true}")
         for name, choices in (("loss", LOSSES), ("optimizer", OPTIMIZERS),
-                              ("schedule", SCHEDULES), ("precision", PRECISIONS)):
+                              ("schedule", SCHEDULES), ("precision", PRECISIONS),
+                              ("binarize", BINARIZE)):
             if getattr(self, name) not in choices:
                 bad(name, f"choose one of {', '.join(choices)}")
         for name in ("compile", "cuda_graphs", "fast", "tensorboard"):

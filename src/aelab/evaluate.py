@@ -17,7 +17,15 @@ from . import data as data_mod
 from . import pca
 from ._io import atomic_write_json
 from .config import parse_noise
-from .data.batches import corrupt, epoch_generator, reconstruction_sse, to_float
+from .data.batches import (
+    BINARIZE_TEST_SEED,
+    binarize_u8,
+    corrupt,
+    epoch_generator,
+    reconstruction_sse,
+    to_float,
+)
+from .errors import AelabError
 from .models import count_parameters
 from .runs import eval_file_name, load_run, read_metrics
 from .runtime import resolve_device
@@ -52,7 +60,7 @@ def summarize(sse: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
 
 def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "auto",
                  noise: str | None = None, log=print, dataset: str | None = None,
-                 dataset_options: dict | None = None) -> dict:
+                 dataset_options: dict | None = None, iw_samples: int | None = None) -> dict:
     """Test-set metrics of a run folder's checkpoint, with PCA at the same code size;
     written to RUN_DIR/eval.json (RUN_DIR/eval-noise-<spec>.json with `noise`) and returned.
 
@@ -62,7 +70,12 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
 
     dataset (and its options): evaluate on other data than the run was trained on (a
     registered name or a path), written to RUN_DIR/eval-on-<name>.json. A warning goes to
-    stderr whenever the data differs from the training data (its checksum)."""
+    stderr whenever the data differs from the training data (its checksum).
+
+    A run trained on binarized images (binarize "dynamic" or "static") is scored on the
+    test set binarized once with BINARIZE_TEST_SEED, as in the likelihood literature.
+    iw_samples: importance samples for a VAE's likelihood bound (default: 5000, the
+    papers' K, for a binarized run; else 100)."""
     dev = resolve_device(device)
     run = load_run(run_dir, which, device=dev)
     other = dataset is not None and dataset != run.config.dataset
@@ -71,6 +84,12 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
                 log=log)
     test_x, test_y = data_mod.load_dataset(ds, "test", **opts)
     info = data_mod.dataset_info(ds, **opts)
+    binarized = run.config.binarize != "none"
+    if binarized:
+        test_x = binarize_u8(test_x, BINARIZE_TEST_SEED)
+    iw_k = iw_samples if iw_samples is not None else (5000 if binarized else 100)
+    if iw_k < 1:
+        raise AelabError(f"--iw-samples {iw_k}: give at least 1")
     trained = run.meta.get("data_checksum")
     if trained is not None and info["checksum"] != trained:
         why = "another dataset than" if other else "data that differs from"
@@ -84,8 +103,15 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
     sse = reconstruction_sse(run.model, test_x.to(dev), run.config.eval_batch_size, corrupt_fn)
     result = summarize(sse, test_y)
     if hasattr(run.model, "extra_metrics"):
+        step = max(1, len(test_x) // 10)
+
+        def progress(done, total):
+            if done // step != (done - 1) // step or done == total:  # about every 10%
+                log(f"  likelihood bound, {iw_k} importance samples: {done:,}/{total:,} images")
+
         with torch.inference_mode():
-            result.update(run.model.extra_metrics(test_x.to(dev)))
+            result.update(run.model.extra_metrics(test_x.to(dev), iw_samples=iw_k, progress=progress))
+        result["binarize"] = run.config.binarize
     k = int(run.model.latent_dim)
     result["pca_sse_per_image"] = pca.test_sse(ds, k, **opts).mean().item()
     metrics = read_metrics(run.run_dir)
@@ -114,10 +140,28 @@ COLUMNS = [  # (header, key, format)
 ]
 
 
+VAE_COLUMNS = [  # shown when any result has them (a VAE's likelihood figures, nats/image)
+    ("-ELBO nats", "neg_elbo_nats", "{:.2f}"),
+    ("KL nats", "kl_nats", "{:.2f}"),
+    ("NLL bound nats (K)", "iwae_nll_nats", "{:.2f}"),
+]
+
+
 def format_table(results: list[dict], markdown: bool = False) -> str:
-    """The comparison table printed by `aelab eval` and `make demo`."""
-    header = [h for h, _, _ in COLUMNS]
-    rows = [[fmt.format(r[key]) for _, key, fmt in COLUMNS] for r in results]
+    """The comparison table printed by `aelab eval` and `make demo`; a VAE's -ELBO, KL and
+    importance-weighted NLL bound (with its K) join it when present."""
+    columns = list(COLUMNS)
+    if any("iwae_nll_nats" in r for r in results):
+        columns += VAE_COLUMNS
+    header = [h for h, _, _ in columns]
+
+    def cell(r, key, fmt):
+        if key not in r:
+            return "-"
+        text = fmt.format(r[key])
+        return f"{text} ({r['iw_samples']})" if key == "iwae_nll_nats" else text
+
+    rows = [[cell(r, key, fmt) for _, key, fmt in columns] for r in results]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])

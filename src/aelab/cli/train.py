@@ -14,7 +14,7 @@ import torch
 from .. import train as T
 from .._io import atomic_write_text
 from ..config import DEFAULTS as D
-from ..config import LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+from ..config import BINARIZE, LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from ..data import DATASETS, dataset_info, ensure_dataset, load_dataset
 from ..data.batches import to_float
 from ..data.images import read_user_images
@@ -108,6 +108,10 @@ def add_commands(sub) -> None:
                    help="score denoising: corrupt the test inputs (gaussian:SIGMA or masking:P, "
                    "fixed seed) and compare reconstructions with the clean images; writes "
                    "eval-noise-<spec>.json (default: clean inputs, eval.json)")
+    p.add_argument("--iw-samples", type=int, default=None, metavar="K",
+                   help="importance samples per test image for a VAE's likelihood bound "
+                   "(Burda et al. 2016), computed in chunks with progress (default: 5000, the "
+                   "papers' K, for a binarized run; else 100)")
     add_dataset_args(p, None, "evaluate on other data than the run was trained on",
                      "the run's own dataset")
     add_common_args(p)
@@ -168,6 +172,11 @@ def _add_beyond_seed_args(p: argparse.ArgumentParser) -> None:
                    help="denoising: gaussian:SIGMA adds N(0, SIGMA^2) noise clipped to [0,1]; "
                    "masking:P zeroes each pixel with probability P; the model learns to "
                    "reconstruct the clean image (default: none)")
+    g.add_argument("--binarize", default=None, choices=BINARIZE,
+                   help="binarized MNIST as in the likelihood papers: dynamic resamples each "
+                   "pixel as Bernoulli(grey value) every time an image is drawn, static once; "
+                   "the test set is binarized once with a fixed seed "
+                   f"(data.batches.BINARIZE_TEST_SEED) (default: {D.binarize})")
     g.add_argument("--exclude-digits", type=int, nargs="+", default=None, metavar="D",
                    help="leave these labels out of training (default: none)")
     g.add_argument("--precision", default=None, choices=PRECISIONS,
@@ -255,7 +264,8 @@ def cmd_train(a) -> int:
 def cmd_eval(a) -> int:
     results = [evaluate_run(d, a.checkpoint, data_dir=a.data_dir, device=a.device or "auto",
                             noise=a.noise, dataset=dataset_arg(a.dataset),
-                            dataset_options=a.dataset_options) for d in a.run_dirs]
+                            dataset_options=a.dataset_options, iw_samples=a.iw_samples)
+               for d in a.run_dirs]
     if a.noise:
         print(f"test inputs corrupted by {a.noise}; errors are against the clean images")
     print(format_table(results))

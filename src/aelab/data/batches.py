@@ -77,3 +77,27 @@ def encode_all(model, images_u8: torch.Tensor, batch_size: int = 1000) -> torch.
              for i in range(0, len(images_u8), batch_size)]
     model.train(was_training)
     return torch.cat(codes) if codes else torch.zeros(0, int(model.latent_dim))
+
+
+# Binarized MNIST, as in the likelihood literature (e.g. Burda, Grosse & Salakhutdinov 2016):
+# each pixel becomes 1 with probability equal to its grey value. "dynamic" resamples every
+# training image each time it is drawn; the test set is binarized once with this seed, so
+# every evaluation of every run sees the same 0/1 test images.
+BINARIZE_TEST_SEED = 20160201
+
+
+def binarize(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Bernoulli(x) samples of float images x in [0, 1], as float 0/1 of x's shape."""
+    return (torch.rand(x.shape, generator=gen, device=x.device) < x).to(x.dtype)
+
+
+def binarize_u8(images_u8: torch.Tensor, seed: int, batch_size: int = 10_000) -> torch.Tensor:
+    """uint8 images (N, 28, 28) binarized once with `seed`: a uint8 tensor of 0 and 255 (so
+    to_float gives exactly 0 and 1). Batched in a fixed order, so the result depends only on
+    the images and the seed."""
+    gen = torch.Generator(device=images_u8.device).manual_seed(seed)
+    out = torch.empty_like(images_u8)
+    for i in range(0, len(images_u8), batch_size):
+        x = images_u8[i : i + batch_size].float().div_(255.0)
+        out[i : i + batch_size] = binarize(x, gen).mul_(255).to(torch.uint8)
+    return out

@@ -21,7 +21,16 @@ from tqdm import tqdm
 from .. import data as data_mod
 from .._io import make_dirs
 from ..config import TrainConfig
-from ..data.batches import corrupt, epoch_generator, figure_digits, reconstruction_sse, to_float
+from ..data.batches import (
+    BINARIZE_TEST_SEED,
+    binarize,
+    binarize_u8,
+    corrupt,
+    epoch_generator,
+    figure_digits,
+    reconstruction_sse,
+    to_float,
+)
 from ..errors import AelabError
 from ..figures import image_rows, loss_curve
 from ..models import build_model, count_parameters, model_record, rebuild_model
@@ -137,6 +146,11 @@ class Trainer:
                 val_x = val_x[~torch.isin(val_y, excluded)]
         if c.limit is not None:
             train_x = train_x[: c.limit]
+        if c.binarize != "none":  # held-out images binarized once, with a seed the docs state
+            test_x = binarize_u8(test_x, BINARIZE_TEST_SEED)
+            val_x = binarize_u8(val_x, BINARIZE_TEST_SEED + 1) if val_x is not None else None
+        if c.binarize == "static":  # one fixed binarization of the training images
+            train_x = binarize_u8(train_x, c.seed + 3)
         self.train_x = train_x.to(self.device)  # (N, 28, 28) uint8, resident on the device
         self.val_x = val_x.to(self.device) if val_x is not None else None
         self.test_x = test_x.to(self.device)
@@ -231,6 +245,7 @@ class Trainer:
         c, opt, step = self.config, self.optimizer, self.choice.step
         self.model.train()
         noise_gen = epoch_generator(c.seed + 1, epoch, self.device) if c.noise else None
+        dynamic = epoch_generator(c.seed + 3, epoch, self.device) if c.binarize == "dynamic" else None
         loss_sum = torch.zeros((), device=self.device)
         seen, total_steps = 0, self.steps_per_epoch() * c.epochs
         step0 = (epoch - 1) * self.steps_per_epoch()
@@ -243,6 +258,8 @@ class Trainer:
                 for group in opt.param_groups:
                     group["lr"] = c.lr * lr_factor(c.schedule, step0 + s, total_steps)
             x = to_float(torch.index_select(self.train_x, 0, idx))  # (B, 1, 28, 28)
+            if dynamic is not None:  # a fresh Bernoulli(pixel) sample of each image drawn
+                x = binarize(x, dynamic)
             x_in = corrupt(x, c.noise, noise_gen)
             loss = step(x_in, x, w)  # forward, backward and the update
             loss_sum.add_(loss, alpha=n_real)  # stays on the device: no sync per step
