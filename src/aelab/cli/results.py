@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..apps import denoise
 from ..apps import results as R
+from ..errors import AelabError
 from .common import add_common_args, add_dataset_args, dataset_arg
 
 
@@ -22,6 +24,10 @@ def cmd_results(a) -> int:
 
 
 def cmd_baseline(a) -> int:
+    if a.method == "wiener":
+        return _wiener(a)
+    if a.noise is not None:
+        raise AelabError("--noise is for `aelab baseline wiener`; PCA scores clean images")
     n_fit, n_score = (None, None) if a.represent_fit is None else (a.represent_fit, None)
     r = R.pca_row(a.latent_dim, dataset=dataset_arg(a.dataset), data_dir=a.data_dir, n_fit=n_fit,
                   n_score=n_score, options=a.dataset_options)
@@ -34,6 +40,19 @@ def cmd_baseline(a) -> int:
     else:
         print(f"  labels from the codes: kNN (k=5) {100 * r['knn_accuracy']:.2f}%  "
               f"linear probe {100 * r['probe_accuracy']:.2f}%")
+    return 0
+
+
+def _wiener(a) -> int:
+    if a.noise is None:
+        raise AelabError("aelab baseline wiener needs --noise, e.g. --noise gaussian:0.3")
+    rows = denoise.baselines(a.noise, dataset_arg(a.dataset), data_dir=a.data_dir,
+                             options=a.dataset_options)
+    print(f"{a.dataset} test set corrupted by {a.noise} (the inputs of `aelab eval --noise`); "
+          "filter fitted on the training set:")
+    for r in rows:
+        print(f"  {r['method']:>15}  PSNR {r['psnr_db']:6.2f} dB (mean per image)  "
+              f"SSE/image {r['sse_per_image']:7.2f}")
     return 0
 
 
@@ -61,11 +80,16 @@ def add_commands(sub) -> None:
     add_common_args(p, device_help="where to train and evaluate (default: each preset's own, auto)")
     p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("baseline", help="exact PCA baseline at a code size",
-                       description="Exact PCA (float64 eigenvectors of the training covariance, "
-                       "cached in the data folder) with K components: test squared error per "
-                       "image and kNN / linear-probe accuracy of digit labels from its codes.")
-    p.add_argument("method", choices=["pca"], help="the baseline (only pca)")
+    p = sub.add_parser("baseline", help="exact PCA at a code size, or the Wiener filter for a noise",
+                       description="pca: exact PCA (float64 eigenvectors of the training "
+                       "covariance, cached in the data folder) with K components: test squared "
+                       "error per image and kNN / linear-probe accuracy of labels from its codes. "
+                       "wiener: the optimal linear denoising filter fitted on the training set "
+                       "for --noise, beside the noisy input, on the test inputs `aelab eval "
+                       "--noise` uses: mean per-image PSNR and squared error per image.")
+    p.add_argument("method", choices=["pca", "wiener"], help="the baseline")
+    p.add_argument("--noise", default=None, metavar="SPEC",
+                   help="wiener: the corruption, gaussian:SIGMA or masking:P (required there)")
     p.add_argument("--latent-dim", type=int, default=30, help="number of components (default: 30)")
     add_dataset_args(p, "mnist", "fit on its training split, score its test split")
     p.add_argument("--represent-fit", type=int, default=None, metavar="N",
