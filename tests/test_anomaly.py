@@ -11,7 +11,7 @@ from torch import nn
 
 from aelab.apps.anomaly import format_table, roc_auc, score_holdout
 from aelab.cli import main
-from aelab.data import ensure_dataset
+from aelab.data import ensure_dataset, load_dataset
 from aelab.errors import AelabError, DataError
 from aelab.data.batches import reconstruction_sse
 
@@ -80,7 +80,7 @@ def _png_size(path):
 
 def test_anomaly_one_digit_end_to_end(mnist_dir, tmp_path, capsys):
     out = tmp_path / "anom"
-    assert _anomaly(mnist_dir, out, "--holdout-digit", "0") == 0
+    assert _anomaly(mnist_dir, out, "--protocol", "leave-one-out", "--holdout-digit", "0") == 0
     printed = capsys.readouterr().out
     assert "ROC AUC" in printed and str(out / "anomaly.md") in printed
     run = out / "holdout-0"
@@ -90,6 +90,8 @@ def test_anomaly_one_digit_end_to_end(mnist_dir, tmp_path, capsys):
     assert summary["n_positive"] == 980 and summary["n_negative"] == 9020  # MNIST test zeros
     # zeros carry the most ink; a model that never saw one reconstructs them worst
     assert summary["auc"] > 0.7
+    assert summary["protocol"] == "leave-one-out" and summary["pca_k"] == 8
+    assert 0.5 < summary["pca_auc"] <= 1
     for png in ("roc.png", "scores.png"):
         w, h = _png_size(run / png)
         assert w > 300 and h > 200
@@ -101,7 +103,8 @@ def test_anomaly_one_digit_end_to_end(mnist_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_anomaly_all_digits_writes_the_table(mnist_dir, tmp_path):
     out = tmp_path / "all"
-    assert main(["anomaly", "--holdout-digit", "all", "--limit", "256", "--epochs", "1",
+    assert main(["anomaly", "--protocol", "leave-one-out", "--holdout-digit", "all", "--limit", "256",
+                 "--epochs", "1",
                  "--out", str(out), "--data-dir", str(mnist_dir), "--device", "cpu"]) == 0
     results = json.loads((out / "anomaly.json").read_text())["results"]
     assert [r["holdout"] for r in results] == list(range(10))
@@ -122,7 +125,8 @@ def fashion_dir(mnist_dir):
 
 def test_anomaly_on_fashion_mnist(fashion_dir, tmp_path):
     out = tmp_path / "fashion"
-    assert main(["anomaly", "--dataset", "fashion-mnist", "--holdout-digit", "8", "--limit", "1024",
+    assert main(["anomaly", "--dataset", "fashion-mnist", "--protocol", "leave-one-out",
+                 "--holdout-digit", "8", "--limit", "1024",
                  "--epochs", "1", "--out", str(out), "--data-dir", str(fashion_dir),
                  "--device", "cpu"]) == 0
     summary = json.loads((out / "holdout-8" / "anomaly.json").read_text())
@@ -137,3 +141,31 @@ def test_anomaly_refuses_an_existing_run(mnist_dir, tmp_path, capsys):
     (out / "holdout-3" / "config.json").write_text("{}")
     assert _anomaly(mnist_dir, out, "--holdout-digit", "3") == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_one_class_is_the_default_protocol_with_pca_on_the_same_images(mnist_dir, tmp_path, capsys):
+    """Train on the ones alone; the other nine digits (every other test image) are the
+    anomalies, for the model and for PCA-16 fitted on the same 1,024 training ones."""
+    out = tmp_path / "oc"
+    assert _anomaly(mnist_dir, out, "--digit", "1") == 0
+    run = out / "holdout-1"
+    cfg = json.loads((run / "config.json").read_text())
+    assert sorted(cfg["exclude_digits"]) == [0, 2, 3, 4, 5, 6, 7, 8, 9]
+    summary = json.loads((run / "anomaly.json").read_text())
+    assert summary["protocol"] == "one-class" and summary["pca_k"] == 16
+    assert summary["n_positive"] == 10_000 - 1135 and summary["n_negative"] == 1135  # test ones
+    assert summary["auc"] > 0.9 and summary["pca_auc"] > 0.9  # a one is easy to tell apart
+    table = (out / "anomaly.md").read_text()
+    assert "| normal class | ROC AUC | PCA-16 AUC |" in table and "| 1 |" in table
+    assert "one-class" in capsys.readouterr().out
+
+
+def test_pca_scores_rank_an_unseen_class_as_anomalous(mnist_dir):
+    from aelab.apps.anomaly import anomalies, pca_scores
+
+    tx, ty = load_dataset("mnist", "train", data_dir=mnist_dir)
+    sx, sy = load_dataset("mnist", "test", data_dir=mnist_dir)
+    zeros = tx[ty == 0][:2000]
+    scores = pca_scores(zeros, sx, 16)
+    assert roc_auc(scores, anomalies(sy.numpy(), 0, "one-class")) > 0.95
+    assert (anomalies(sy.numpy(), 0, "leave-one-out") == (sy.numpy() == 0)).all()

@@ -54,9 +54,12 @@ def cmd_anomaly(a) -> int:
     t0 = time.perf_counter()
     results = A.anomaly(digits, out, model=a.model, dataset=dataset_arg(a.dataset),
                         dataset_options=a.dataset_options, epochs=a.epochs, seed=a.seed,
-                      limit=a.limit, device=a.device or "auto", data_dir=a.data_dir)
-    print(f"\n{a.model} on {a.dataset}, {a.epochs} epochs per held-out class; "
-          f"score = reconstruction error; positives = the held-out class")
+                        limit=a.limit, device=a.device or "auto", data_dir=a.data_dir,
+                        protocol=a.protocol, pca_k=a.pca_k)
+    trained = "on one class" if a.protocol == "one-class" else "without one class"
+    anomalous = "the other classes" if a.protocol == "one-class" else "the held-out class"
+    print(f"\n{a.model} on {a.dataset}, {a.protocol}: {a.epochs} epochs {trained} each; "
+          f"score = reconstruction error; anomalies = {anomalous}; all test images scored")
     print(A.format_table(results, markdown=False))
     print(f"wrote {out / 'anomaly.md'} and {out / 'anomaly.json'} "
           f"in {time.perf_counter() - t0:.0f}s")
@@ -64,13 +67,21 @@ def cmd_anomaly(a) -> int:
 
 
 def add_anomaly(sub) -> None:
-    p = sub.add_parser("anomaly", help="anomaly detection: hold one class out, score by "
-                       "reconstruction error", description=A.__doc__,
+    p = sub.add_parser("anomaly", help="anomaly detection by reconstruction error, one-class "
+                       "or leave-one-out, beside exact PCA", description=A.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--holdout-digit", required=True, choices=[*map(str, range(10)), "all"],
-                   metavar="{0..9,all}",
-                   help="the class left out of training and scored as the anomaly; `all` "
-                   "holds out each of the ten in turn (required)")
+    p.add_argument("--protocol", default="one-class", choices=A.PROTOCOLS,
+                   help="one-class: train on the class alone, the other nine are anomalies "
+                   "(Ruff et al. 2018); leave-one-out: train on the other nine, the class is "
+                   "the anomaly (default: one-class)")
+    p.add_argument("--holdout-digit", "--digit", dest="holdout_digit", required=True,
+                   choices=[*map(str, range(10)), "all"], metavar="{0..9,all}",
+                   help="the class the protocol singles out (one-class: the normal class; "
+                   "leave-one-out: the held-out one); `all` takes each in turn (required)")
+    p.add_argument("--pca-k", type=int, default=None, metavar="K",
+                   help="components of the exact-PCA baseline scored beside the model "
+                   f"(default: {A.PCA_K['one-class']} for one-class, "
+                   f"{A.PCA_K['leave-one-out']} for leave-one-out)")
     p.add_argument("--model", default="conv", type=model_name, metavar="MODEL",
                    help=f"a registered model ({', '.join(sorted(MODELS))}) or your own as "
                    "module:attr (default: conv)")
@@ -83,6 +94,5 @@ def add_anomaly(sub) -> None:
     add_dataset_args(p, "mnist", "what to train and score on")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: runs/anomaly-<model>-<timestamp>)")
-
     add_common_args(p)
     p.set_defaults(func=cmd_anomaly)
