@@ -18,7 +18,7 @@ def _gaussian_signal(n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     basis = torch.randn(3, 784, generator=torch.Generator().manual_seed(0))
     x = 0.5 + 0.04 * torch.randn(n, 3, generator=g) @ basis / 3  # (n, 784)
-    assert 0.1 < x.min() and x.max() < 0.9
+    assert x.min() > 0.1 and x.max() < 0.9
     return (x * 255).round().to(torch.uint8).view(n, 28, 28)
 
 
