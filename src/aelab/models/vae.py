@@ -1,5 +1,5 @@
-"""Variational autoencoder (Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014),
-shaped like `conv`; registered on import.
+"""Variational autoencoders (Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014):
+`vae` shaped like `conv`, `vae-mlp` fully connected; registered on import.
 
 Pure nn.Module: no I/O, no device logic. The trainer calls `per_sample_loss` (the negative
 ELBO per image) and `aelab eval` calls `extra_metrics` (negative ELBO and the importance-
@@ -57,62 +57,14 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.sin((1 - t) * omega) / s * a + torch.sin(t * omega) / s * b
 
 
-@register_model("vae")
-class ConvVAE(nn.Module):
-    """A convolutional VAE with the `conv` model's shape; code of `latent_dim` (default 20).
-
-    Encoder: Conv2d(1,16,3,s2,p1)-ReLU-Conv2d(16,32,3,s2,p1)-ReLU-Conv2d(32,64,7)-ReLU, then
-    one Linear head giving the mean and log-variance of q(z|x) (log-variance clamped to
-    [logvar_min, logvar_max]). Decoder: Linear(latent,64)-ReLU, then conv's transposed
-    convolutions, ending in logits; `decode` returns their sigmoid. `width` multiplies every
-    channel count (width=1 is conv-shaped).
-
-    Loss per image, in nats (`per_sample_loss`): -ELBO = reconstruction + beta * KL, with
-    KL(q(z|x) || N(0, I)) in closed form and beta=1 the true ELBO. Reconstruction,
-    summed over the 784 pixels x_i in [0, 1] (not binarised) with decoder output m_i:
-      * likelihood="bernoulli" (default): sum_i BCE(m_i, x_i)
-          = -sum_i [x_i log m_i + (1 - x_i) log(1 - m_i)];
-      * likelihood="gaussian": sum_i [(x_i - m_i)^2 / (2 sigma^2) + log sigma + log(2 pi)/2],
-        the negative log density of N(m_i, sigma^2); sigma is fixed (default 0.1) or, with
-        sigma="learned", one scalar learned with the network (initialised to 0.1). With a
-        fixed sigma this is squared error weighted by 1/(2 sigma^2) plus a constant
-        784 * (log sigma + log(2 pi)/2) (= -1084.8 nats for sigma=0.1): densities, not
-        probabilities, so the numbers are not comparable with the Bernoulli ones.
-
-    `forward(x)` is deterministic: decode(mean of q(z|x)).
-    """
+class _VAE(nn.Module):
+    """What every VAE here shares: q(z|x) from `self.encoder` + `self.head`, logits from
+    `self.decoder`, the -ELBO loss and the test-set likelihood bounds. Subclasses build the
+    three networks and set latent_dim, beta, likelihood, logvar_range, fixed_sigma."""
 
     variational = True  # explore: sample from the prior, interpolate on the sphere
 
-    def __init__(self, latent_dim: int = 20, width: int = 1, beta: float = 1.0,
-                 likelihood: str = "bernoulli", sigma: float | str = 0.1,
-                 logvar_min: float = -10.0, logvar_max: float = 10.0):
-        super().__init__()
-        _check_args(latent_dim, width, beta, likelihood, sigma, logvar_min, logvar_max)
-        self.latent_dim, self.beta, self.likelihood = latent_dim, float(beta), likelihood
-        self.logvar_range = (float(logvar_min), float(logvar_max))
-        c1, c2, c3 = 16 * width, 32 * width, 64 * width
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, c1, 3, stride=2, padding=1),  # (B, c1, 14, 14)
-            nn.ReLU(),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1),  # (B, c2, 7, 7)
-            nn.ReLU(),
-            nn.Conv2d(c2, c3, 7),  # (B, c3, 1, 1)
-            nn.ReLU(),
-            nn.Flatten(),  # (B, c3)
-        )
-        # One head for both statistics, split in two: (B, 2L) -> mu, logvar (B, L) each.
-        self.head = nn.Linear(c3, 2 * latent_dim)
-        self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, c3),
-            nn.ReLU(),
-            nn.Unflatten(1, (c3, 1, 1)),  # (B, c3, 1, 1)
-            nn.ConvTranspose2d(c3, c2, 7),  # (B, c2, 7, 7)
-            nn.ReLU(),
-            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),  # (B, c1, 14, 14)
-            nn.ReLU(),
-            nn.ConvTranspose2d(c1, 1, 3, stride=2, padding=1, output_padding=1),  # (B, 1, 28, 28) logits
-        )
+    def _init_likelihood(self, likelihood: str, sigma) -> None:
         self.fixed_sigma = None if sigma == "learned" else float(sigma)
         if likelihood == "gaussian" and sigma == "learned":
             self.log_sigma = nn.Parameter(torch.tensor(math.log(0.1)))
@@ -230,6 +182,106 @@ class ConvVAE(nn.Module):
         kl = kl_standard_normal(mu, logvar)
         iwae = -log_mean_exp(self._log_weights(x, mu, logvar, k, gen))
         return torch.stack([(rec + kl).sum(), kl.sum(), rec.sum(), iwae.sum()]).double().cpu()
+
+
+@register_model("vae")
+class ConvVAE(_VAE):
+    """A convolutional VAE with the `conv` model's shape; code of `latent_dim` (default 20).
+
+    Encoder: Conv2d(1,16,3,s2,p1)-ReLU-Conv2d(16,32,3,s2,p1)-ReLU-Conv2d(32,64,7)-ReLU, then
+    one Linear head giving the mean and log-variance of q(z|x) (log-variance clamped to
+    [logvar_min, logvar_max]). Decoder: Linear(latent,64)-ReLU, then conv's transposed
+    convolutions, ending in logits; `decode` returns their sigmoid. `width` multiplies every
+    channel count (width=1 is conv-shaped).
+
+    Loss per image, in nats (`per_sample_loss`): -ELBO = reconstruction + beta * KL, with
+    KL(q(z|x) || N(0, I)) in closed form and beta=1 the true ELBO. Reconstruction,
+    summed over the 784 pixels x_i in [0, 1] (not binarised) with decoder output m_i:
+      * likelihood="bernoulli" (default): sum_i BCE(m_i, x_i)
+          = -sum_i [x_i log m_i + (1 - x_i) log(1 - m_i)];
+      * likelihood="gaussian": sum_i [(x_i - m_i)^2 / (2 sigma^2) + log sigma + log(2 pi)/2],
+        the negative log density of N(m_i, sigma^2); sigma is fixed (default 0.1) or, with
+        sigma="learned", one scalar learned with the network (initialised to 0.1). With a
+        fixed sigma this is squared error weighted by 1/(2 sigma^2) plus a constant
+        784 * (log sigma + log(2 pi)/2) (= -1084.8 nats for sigma=0.1): densities, not
+        probabilities, so the numbers are not comparable with the Bernoulli ones.
+
+    `forward(x)` is deterministic: decode(mean of q(z|x)).
+    """
+
+    def __init__(self, latent_dim: int = 20, width: int = 1, beta: float = 1.0,
+                 likelihood: str = "bernoulli", sigma: float | str = 0.1,
+                 logvar_min: float = -10.0, logvar_max: float = 10.0):
+        super().__init__()
+        _check_args(latent_dim, width, beta, likelihood, sigma, logvar_min, logvar_max)
+        self.latent_dim, self.beta, self.likelihood = latent_dim, float(beta), likelihood
+        self.logvar_range = (float(logvar_min), float(logvar_max))
+        c1, c2, c3 = 16 * width, 32 * width, 64 * width
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, c1, 3, stride=2, padding=1),  # (B, c1, 14, 14)
+            nn.ReLU(),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1),  # (B, c2, 7, 7)
+            nn.ReLU(),
+            nn.Conv2d(c2, c3, 7),  # (B, c3, 1, 1)
+            nn.ReLU(),
+            nn.Flatten(),  # (B, c3)
+        )
+        # One head for both statistics, split in two: (B, 2L) -> mu, logvar (B, L) each.
+        self.head = nn.Linear(c3, 2 * latent_dim)
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, c3),
+            nn.ReLU(),
+            nn.Unflatten(1, (c3, 1, 1)),  # (B, c3, 1, 1)
+            nn.ConvTranspose2d(c3, c2, 7),  # (B, c2, 7, 7)
+            nn.ReLU(),
+            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),  # (B, c1, 14, 14)
+            nn.ReLU(),
+            nn.ConvTranspose2d(c1, 1, 3, stride=2, padding=1, output_padding=1),  # (B, 1, 28, 28) logits
+        )
+        self._init_likelihood(likelihood, sigma)
+
+
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+
+
+@register_model("vae-mlp")
+class MLPVAE(_VAE):
+    """A fully connected VAE, the shape of the likelihood literature's baselines: Burda,
+    Grosse & Salakhutdinov (2016) use 784-200-200-(50) with tanh for a VAE with one stochastic
+    layer. Encoder: Flatten, then Linear-act for each of `hidden`; a Linear head gives the
+    mean and log-variance of q(z|x). Decoder: the mirror (Linear-act for reversed `hidden`),
+    then Linear to 784 logits. Loss and likelihood figures as `vae` (see ConvVAE).
+
+    A fully connected decoder costs ~latent*h + h*h + h*784 multiply-adds per sample, so the
+    5000-sample likelihood bound over the 10,000 test images takes minutes on a laptop CPU
+    where a convolutional one takes hours.
+    """
+
+    def __init__(self, latent_dim: int = 50, hidden: tuple | list = (200, 200), act: str = "tanh",
+                 beta: float = 1.0, likelihood: str = "bernoulli", sigma: float | str = 0.1,
+                 logvar_min: float = -10.0, logvar_max: float = 10.0):
+        super().__init__()
+        _check_args(latent_dim, 1, beta, likelihood, sigma, logvar_min, logvar_max)
+        hidden = list(hidden)
+        if not hidden or not all(isinstance(h, int) and h >= 1 for h in hidden):
+            raise AelabError(f"hidden={hidden!r} must be a non-empty list of whole numbers >= 1")
+        if act not in ACTIVATIONS:
+            raise AelabError(f"act={act!r}: choose one of {', '.join(ACTIVATIONS)}")
+        self.latent_dim, self.beta, self.likelihood = latent_dim, float(beta), likelihood
+        self.logvar_range = (float(logvar_min), float(logvar_max))
+        layers: list[nn.Module] = [nn.Flatten()]  # (B, 784)
+        for n_in, n_out in zip([784, *hidden[:-1]], hidden, strict=True):
+            layers += [nn.Linear(n_in, n_out), ACTIVATIONS[act]()]
+        self.encoder = nn.Sequential(*layers)
+        self.head = nn.Linear(hidden[-1], 2 * latent_dim)  # (B, 2L) -> mu, logvar
+        rev = hidden[::-1]
+        layers = []
+        for n_in, n_out in zip([latent_dim, *rev[:-1]], rev, strict=True):
+            layers += [nn.Linear(n_in, n_out), ACTIVATIONS[act]()]
+        layers += [nn.Linear(rev[-1], 784), nn.Unflatten(1, (1, 28, 28))]  # logits
+        self.decoder = nn.Sequential(*layers)
+        self._init_likelihood(likelihood, sigma)
 
 
 def _check_args(latent_dim, width, beta, likelihood, sigma, logvar_min, logvar_max) -> None:
