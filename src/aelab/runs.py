@@ -79,10 +79,12 @@ def write_metrics(run_dir: Path, metrics: list[dict]) -> None:
                       "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
 
 
-def eval_file_name(noise: str | None = None, dataset: str | None = None) -> str:
+def eval_file_name(noise: str | None = None, dataset: str | None = None, refine_steps: int = 0) -> str:
     """eval.json; eval-noise-gaussian-0.3.json for `aelab eval --noise gaussian:0.3`;
-    eval-on-kmnist.json (or eval-on-kmnist-noise-...) for another dataset than the run's."""
+    eval-on-kmnist.json (or eval-on-kmnist-noise-...) for another dataset than the run's;
+    eval-refine-50.json for `aelab eval --refine-steps 50`."""
     stem = "eval" if dataset is None else f"eval-on-{_safe_name(dataset)}"
+    stem += f"-refine-{refine_steps}" if refine_steps else ""
     return f"{stem}.json" if noise is None else f"{stem}-noise-{noise.replace(':', '-')}.json"
 
 
