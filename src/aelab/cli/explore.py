@@ -10,7 +10,8 @@ from pathlib import Path
 from ..apps import anomaly as A
 from ..apps import explore as X
 from ..models import MODELS
-from .common import add_checkpoint_arg, add_common_args, add_dataset_args, dataset_arg, model_name
+from .common import (add_checkpoint_arg, add_common_args, add_dataset_args, dataset_arg, json_object,
+                     model_name)
 
 
 def add_commands(sub) -> None:
@@ -51,15 +52,23 @@ def add_explore(sub) -> None:
 def cmd_anomaly(a) -> int:
     digits = list(range(10)) if a.holdout_digit == "all" else [int(a.holdout_digit)]
     out = a.out or Path("runs") / f"anomaly-{a.model}-{datetime.now():%Y%m%d-%H%M%S}"
+    model_args = {} if a.model_args is None else json_object(a.model_args, "--model-args",
+                                                             '{"latent_dim": 8}')
+    if a.latent_dim is not None:
+        model_args["latent_dim"] = a.latent_dim
+    train_options = None if a.train_options is None else json_object(
+        a.train_options, "--train-options", '{"optimizer": "adamw", "lr": 0.003}')
     t0 = time.perf_counter()
     results = A.anomaly(digits, out, model=a.model, dataset=dataset_arg(a.dataset),
                         dataset_options=a.dataset_options, epochs=a.epochs, seed=a.seed,
                         limit=a.limit, device=a.device or "auto", data_dir=a.data_dir,
-                        protocol=a.protocol, pca_k=a.pca_k)
+                        protocol=a.protocol, pca_k=a.pca_k, model_args=model_args,
+                        train_options=train_options)
     trained = "on one class" if a.protocol == "one-class" else "without one class"
     anomalous = "the other classes" if a.protocol == "one-class" else "the held-out class"
     print(f"\n{a.model} on {a.dataset}, {a.protocol}: {a.epochs} epochs {trained} each; "
-          f"score = reconstruction error; anomalies = {anomalous}; all test images scored")
+          f"score = RaPP NAP (squared error and SAP beside it); anomalies = {anomalous}; "
+          "all test images scored")
     print(A.format_table(results, markdown=False))
     print(f"wrote {out / 'anomaly.md'} and {out / 'anomaly.json'} "
           f"in {time.perf_counter() - t0:.0f}s")
@@ -67,8 +76,9 @@ def cmd_anomaly(a) -> int:
 
 
 def add_anomaly(sub) -> None:
-    p = sub.add_parser("anomaly", help="anomaly detection by reconstruction error, one-class "
-                       "or leave-one-out, beside exact PCA", description=A.__doc__,
+    p = sub.add_parser("anomaly", help="anomaly detection by an autoencoder's RaPP score (and "
+                       "its reconstruction error), one-class or leave-one-out, beside exact PCA",
+                       description=A.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", default="one-class", choices=A.PROTOCOLS,
                    help="one-class: train on the class alone, the other nine are anomalies "
@@ -85,6 +95,16 @@ def add_anomaly(sub) -> None:
     p.add_argument("--model", default="conv", type=model_name, metavar="MODEL",
                    help=f"a registered model ({', '.join(sorted(MODELS))}) or your own as "
                    "module:attr (default: conv)")
+    p.add_argument("--latent-dim", type=int, default=None,
+                   help="code size, for models that take one (default: the model's own)")
+    p.add_argument("--model-args", default=None, metavar="JSON",
+                   help='other model arguments as a JSON object, e.g. \'{"hidden": [256, 64]}\' '
+                   "(default: {})")
+    p.add_argument("--train-options", default=None, metavar="JSON",
+                   help="other training settings (TrainConfig fields) as a JSON object, e.g. "
+                   '\'{"optimizer": "adamw", "schedule": "onecycle", "lr": 0.003}\'; not those '
+                   "set by the flags here (model, epochs, seed, limit, device, dataset) or by the "
+                   "protocol (exclude_digits) (default: {})")
     p.add_argument("--epochs", type=int, default=A.EPOCHS,
                    help=f"training epochs per held-out class; 3 keeps `all` with conv to a few "
                    f"minutes on a laptop CPU (default: {A.EPOCHS})")
