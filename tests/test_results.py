@@ -36,9 +36,14 @@ def test_every_preset_is_a_valid_config_whose_model_builds(name):
 
 def test_rows_have_the_promised_code_sizes_seeds_and_honest_selection():
     sizes = {r.name: build_model(**_model(r.preset)).latent_dim for r in LEARNED}
-    assert sizes == {"seed-linear": 5, "seed-conv": 64, "best-5": 5, "hinton2006-modern": 30,
-                     "best-30": 30, "best-64": 64}
-    assert {r.name: r.latent_dim for r in ROWS if r.preset is None} == {"pca5": 5, "pca30": 30, "pca64": 64}
+    assert sizes == {"seed-linear": 5, "seed-conv": 64, "best-5": 5, "best-5-refined": 5,
+                     "best-16": 16, "best-16-refined": 16, "hinton2006-modern": 30,
+                     "best-30": 30, "best-30-refined": 30, "best-64": 64}
+    assert {r.name: r.latent_dim for r in ROWS if r.preset is None} == \
+        {"pca5": 5, "pca16": 16, "pca30": 30, "pca64": 64}
+    refined = {r.name: (r.preset, r.refine, r.seeds) for r in ROWS if r.refine}
+    assert refined == {"best-5-refined": ("best-5", 50, 1), "best-16-refined": ("best-16", 50, 1),
+                       "best-30-refined": ("best-30", 50, 3)}  # the same runs, refined codes
     assert next(r for r in ROWS if r.name == "best-30").seeds == 3
     for r in LEARNED:
         if not r.name.startswith("seed-"):  # the seed rows keep the seed's exact settings
@@ -157,7 +162,7 @@ def test_results_quick_writes_the_table_json_and_figure(mnist_dir, tmp_path, cap
     assert main(argv) == 0
     rows = json.loads((out / "results.json").read_text())
     by_name = {r["name"]: r for r in rows}
-    for name in ("pca5", "pca30", "pca64", "seed-linear", "hinton2006-modern"):
+    for name in ("pca5", "pca16", "pca30", "pca64", "seed-linear", "hinton2006-modern"):
         assert set(by_name[name]) >= REQUIRED, name
         assert not by_name[name]["missing"]
     assert by_name["pca30"]["sse_per_image"] == pytest.approx(13.87, abs=0.01)
@@ -168,12 +173,19 @@ def test_results_quick_writes_the_table_json_and_figure(mnist_dir, tmp_path, cap
     assert by_name["best-64"]["missing"] and set(by_name["best-64"]) >= REQUIRED
     assert by_name["best-64"]["sse_per_image"] is None
     assert [r["sse_per_image"] for r in rows if r["model"] == "published"] == [3.00, 8.01, 13.87]
+    assert [r["sse_per_image"] for r in rows if r["model"] == "pythae-ae"] == [7.28]
+    refined = by_name["best-30-refined"]  # best-30's finished seed, its codes refined
+    assert (refined["seeds"], refined["refine_steps"]) == (1, 50)
+    assert refined["sse_per_image"] <= partial["sse_per_image"] + 1e-9
+    assert (tmp_path / "runs" / "best-30-seed0" / "eval-refine-50.json").is_file()
     assert (tmp_path / "runs" / "hinton2006-modern-seed0" / "represent.json").is_file()
     md = (out / "RESULTS.md").read_text()
     assert "--quick run" in md and "| PCA, 30 numbers | `pca` | 30 |" in md and "not run yet" in md
     assert "| 1 of 3 (partial) | `best-30` |" in md
     assert "- best 64-number model: target ≤ 1.0, not run yet" in md
-    assert re.search(r"- best 30-number model: target ≤ 2\.0, [\d.]+: missed", md)  # 1 quick epoch
+    assert re.search(r"- best 30-number model: target ≤ 2\.0, best [\d.]+ \(.*\): missed", md)
+    for group in ("vae", "anomaly", "denoise"):  # not run: their sections say how
+        assert f"`aelab results --only {group}` writes" in md
     assert (out / "img" / "compare30.png").stat().st_size > 10_000
     # a second call reuses the finished runs instead of training them again
     capsys.readouterr()
@@ -183,4 +195,70 @@ def test_results_quick_writes_the_table_json_and_figure(mnist_dir, tmp_path, cap
 
 def test_unknown_row_is_a_clear_error(capsys):
     assert main(["results", "--only", "best-31"]) == 2
-    assert "--only best-31: no such row; rows: pca5" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--only best-31: no such group or row; groups: reconstruction, vae, anomaly, denoise" in err
+    assert "reconstruction rows: pca5" in err
+
+
+def test_only_takes_groups_and_rows():
+    from aelab.apps.results import split_only
+
+    assert split_only(None) == (["reconstruction", "vae", "anomaly", "denoise"], None)
+    assert split_only(["vae"]) == (["vae"], [])
+    assert split_only(["denoise", "best-5"]) == (["reconstruction", "denoise"], ["best-5"])
+    assert split_only(["reconstruction"]) == (["reconstruction"], None)
+
+
+def test_rows_without_runs_keep_their_earlier_entry(mnist_dir, tmp_path, monkeypatch):
+    from aelab.apps import results as R
+
+    monkeypatch.setattr(R, "ROWS", [r for r in ROWS if r.name in ("best-5", "best-64")])
+    earlier = [{"name": "best-64", "label": "best 64-number model", "preset": "best-64",
+                "missing": False, "sse_per_image": 0.93, "hardware": "elsewhere"}]
+    rows = R.collect(root=tmp_path, only=[], quick=False, force=False, data_dir=mnist_dir,
+                   log=lambda *_: None, previous=earlier)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["best-64"]["carried"] and by_name["best-64"]["sse_per_image"] == 0.93
+    assert by_name["best-5"]["missing"]  # nothing earlier: not run yet
+
+
+@pytest.mark.slow
+def test_results_quick_task_groups_write_their_json_and_sections(mnist_dir, tmp_path):
+    """--quick runs of the vae, anomaly and denoise groups: every row schema the issue
+    names, the baselines and published anchors beside aelab's rows, one section each."""
+    out = tmp_path / "docs"
+    argv = ["results", "--quick", "--only", "vae", "anomaly", "denoise", "--runs-root",
+            str(tmp_path / "runs"), "--out", str(out), "--data-dir", str(mnist_dir), "--device", "cpu"]
+    assert main(argv) == 0
+    vae = json.loads((out / "results-vae.json").read_text())
+    keys = {"name", "model", "latent_dim", "params", "binarize", "iw_samples", "nll_nats",
+            "neg_elbo_nats", "epochs", "train_seconds"}
+    assert all(set(r) >= keys for r in vae)
+    ours = next(r for r in vae if r["kind"] == "aelab")
+    assert ours["binarize"] == "dynamic" and ours["iw_samples"] == 20
+    assert ours["nll_nats"] <= ours["neg_elbo_nats"] + 1e-6  # the IW bound is tighter than the ELBO
+    assert any(r["name"] == "independent-pixels" for r in vae)
+    assert [r["nll_nats"] for r in vae if r["kind"] == "published"][:1] == [86.76]
+    anomaly = json.loads((out / "results-anomaly.json").read_text())
+    for protocol in ("one-class", "leave-one-out"):
+        rows = {r["method"]: r for r in anomaly if r["protocol"] == protocol}
+        assert {"mlp-nap", "mlp-sse", "mlp-sap"} <= set(rows)
+        assert ("pca-16" if protocol == "one-class" else "pca-8") in rows
+        for r in rows.values():
+            assert len(r["auc_by_digit"]) == 10 and all(0 <= a <= 1 for a in r["auc_by_digit"])
+            assert r["auc_mean"] == pytest.approx(sum(r["auc_by_digit"]) / 10)
+    assert any(r["method"] == "deep-svdd" for r in anomaly)
+    denoise = json.loads((out / "results-denoise.json").read_text())
+    for noise in ("gaussian:0.1", "gaussian:0.3", "gaussian:0.5", "masking:0.25", "masking:0.5"):
+        methods = {r["method"] for r in denoise if r["noise"] == noise}
+        assert {"noisy", "wiener", "conv"} <= methods, noise
+    assert all(set(r) >= {"noise", "method", "psnr_db", "sse_per_image"} for r in denoise)
+    md = (out / "RESULTS.md").read_text()
+    for title in ("## VAE likelihood", "## Anomaly detection", "### one-class", "### leave-one-out",
+                  "## Denoising", "Burda", "Deep One-Class", "Wiener filter"):
+        assert title in md, title
+    assert "`aelab results --only reconstruction` writes" in md  # not run: says how
+    stamp = (out / "results-vae.json").stat().st_mtime_ns
+    assert main([*argv[:3], "vae", *argv[6:]]) == 0  # finished runs and evaluations reused
+    assert json.loads((out / "results-vae.json").read_text()) == vae
+    assert (out / "results-vae.json").stat().st_mtime_ns >= stamp

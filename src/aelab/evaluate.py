@@ -19,6 +19,7 @@ from ._io import atomic_write_json
 from .config import parse_noise
 from .data.batches import (
     BINARIZE_TEST_SEED,
+    REFINE_LR,
     binarize_u8,
     corrupt,
     refined_sse,
@@ -138,7 +139,7 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
         params=count_parameters(run.model), epoch=run.meta["epoch"], dataset=ds,
         data_checksum=info["checksum"], trained_data_checksum=trained, step=run.meta.get("step"),
         train_seconds=sum(m["epoch_seconds"] for m in metrics if m["epoch"] <= run.meta["epoch"]),
-        noise=noise, refine_steps=refine_steps,
+        noise=noise, refine_steps=refine_steps, refine_lr=REFINE_LR if refine_steps else None,
     )
     name = eval_file_name(noise, info["name"] if other else None, refine_steps)
     atomic_write_json(Path(run.run_dir) / name, result)

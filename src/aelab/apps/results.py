@@ -20,15 +20,15 @@ import torch
 
 from .. import data as data_mod
 from .. import pca
-from .._io import atomic_write_json, atomic_write_text
+from .._io import atomic_write_json
 from ..config import TrainConfig
-from ..data.batches import encode_all, figure_digits, to_float
+from ..data.batches import REFINE_LR, encode_all, figure_digits, to_float
 from ..errors import AelabError
 from ..evaluate import evaluate_run, summarize
 from ..figures import image_rows
 from ..presets import PRESETS
 from ..represent import KNN_NEIGHBOURS, label_accuracies
-from ..runs import finished_epoch, load_run, read_config, read_metrics
+from ..runs import eval_file_name, finished_epoch, load_run, read_config, read_metrics
 from ..runtime import hardware, resolve_device
 from ..train import resume, train
 
@@ -42,18 +42,29 @@ class Row:
     preset: str | None = None
     latent_dim: int | None = None  # PCA rows only; a preset's model decides its own
     seeds: int = 1
+    refine: int = 0  # code refinement steps at test time (aelab eval --refine-steps)
 
+
+REFINE = 50  # steps of code refinement (chosen on validation images: see docs/RESULTS.md)
 
 ROWS = [
     Row("pca5", "PCA, 5 numbers", latent_dim=5),
+    Row("pca16", "PCA, 16 numbers", latent_dim=16),
     Row("pca30", "PCA, 30 numbers", latent_dim=30),
     Row("pca64", "PCA, 64 numbers", latent_dim=64),
     Row("seed-linear", "seed `linear` (seed settings)", preset="seed-linear"),
     Row("seed-conv", "seed `conv` (seed settings)", preset="seed-conv"),
     Row("best-5", "best 5-number model", preset="best-5"),
+    Row("best-5-refined", f"best 5-number model, code refined ({REFINE} steps)", preset="best-5",
+        refine=REFINE),
+    Row("best-16", "best 16-number model", preset="best-16"),
+    Row("best-16-refined", f"best 16-number model, code refined ({REFINE} steps)",
+        preset="best-16", refine=REFINE),
     Row("hinton2006-modern", "784-1000-500-250-30 (Hinton 2006 shape), modern optimisation",
         preset="hinton2006-modern"),
     Row("best-30", "best 30-number model", preset="best-30", seeds=3),
+    Row("best-30-refined", f"best 30-number model, code refined ({REFINE} steps)",
+        preset="best-30", seeds=3, refine=REFINE),
     Row("best-64", "best 64-number model", preset="best-64"),
 ]
 
@@ -71,7 +82,12 @@ CITATION = ("Hinton, G. E. & Salakhutdinov, R. R. (2006). Reducing the dimension
 QUICK = {"epochs": 1, "limit": 256, "val_split": 1000}
 QUICK_REPRESENT = (2000, 1000)  # training codes fitted, test codes scored
 VAL_SPLIT = 10000
-TARGETS = {"best-5": 13.0, "best-30": 2.0, "best-64": 1.0}  # test SSE/image the issue asked for
+# test SSE/image the issues asked for, per preset: met by any of the preset's rows
+TARGETS = {"best-5": 13.0, "best-30": 2.0, "best-64": 1.0}
+# A measured anchor for the 16-number row (not a paper's figure): pythae's (Chadebec et al.,
+# NeurIPS 2022 Datasets & Benchmarks) default AE, 16 numbers, trained 10 epochs with its own
+# pipeline on this project's 2-core CPU.
+PYTHAE_16 = ("pythae default AE, 16 numbers, 10 epochs, its own pipeline (measured here)", 7.28)
 ROW_KEYS = ("model", "latent_dim", "params", "sse_per_image", "sse_per_image_std", "mse_per_pixel",
             "psnr_db", "knn_accuracy", "probe_accuracy", "epochs", "train_seconds")  # None if not run
 
@@ -171,8 +187,24 @@ def pca_row(k: int, *, dataset="mnist", data_dir=None, n_fit=None, n_score=None,
     return out
 
 
-def _seed_result(run_dir: Path, *, data_dir, device, quick) -> dict:
-    ev = evaluate_run(run_dir, "best", data_dir=data_dir, device=device, log=lambda *_: None)
+def _cached_eval(run_dir: Path, *, refine: int, data_dir, device) -> dict:
+    """evaluate_run of the `best` checkpoint, reused from its eval file when that was
+    written for the same checkpoint epoch (refinement takes minutes on a convnet)."""
+    path = Path(run_dir) / eval_file_name(refine_steps=refine)
+    best = json.loads((Path(run_dir) / "checkpoints" / "best.json").read_text())["epoch"]
+    if path.is_file():
+        old = json.loads(path.read_text())
+        same_refine = old.get("refine_steps", 0) == refine and \
+            old.get("refine_lr") == (REFINE_LR if refine else None)
+        if old.get("epoch") == best and old.get("checkpoint") == "best" and same_refine and \
+                old.get("noise") is None:
+            return old
+    return evaluate_run(run_dir, "best", data_dir=data_dir, device=device, refine_steps=refine,
+                        log=lambda *_: None)
+
+
+def _seed_result(run_dir: Path, *, data_dir, device, quick, refine: int = 0) -> dict:
+    ev = _cached_eval(run_dir, refine=refine, data_dir=data_dir, device=device)
     n_fit, n_score = QUICK_REPRESENT if quick else (None, None)
     ev.update(run_representation(run_dir, data_dir=data_dir, device=device, n_fit=n_fit, n_score=n_score))
     ev["train_seconds"] = sum(m["epoch_seconds"] for m in read_metrics(run_dir))  # all epochs
@@ -216,19 +248,22 @@ def learned_row(row: Row, *, root: Path, train_now: bool, quick: bool, force: bo
             ensure_trained(cfg, run_dir, force=force, data_dir=data_dir, log=log)
         elif finished_epoch(run_dir) < cfg.epochs or not _same_config(run_dir, cfg):
             continue
-        results.append(_seed_result(run_dir, data_dir=data_dir, device=device or "auto", quick=quick))
+        results.append(_seed_result(run_dir, data_dir=data_dir, device=device or "auto", quick=quick,
+                                    refine=row.refine))
     if not results:
         return None
     out = combine_seeds(results)
     out.update(epochs=cfg.epochs, val_split=cfg.val_split, loss=cfg.loss, seeds=len(results),
-               seeds_planned=row.seeds)
+               seeds_planned=row.seeds, refine_steps=row.refine)
     return out
 
 
 def collect(*, root: Path, only: list[str] | None, quick: bool, force: bool,
-            data_dir=None, device=None, log=print) -> list[dict]:
-    """Every row of ROWS as a dict (rows left out by `only` and not yet trained are
-    marked `missing`); trains what is selected, one run at a time."""
+            data_dir=None, device=None, log=print, previous: list[dict] | None = None) -> list[dict]:
+    """Every row of ROWS as a dict; trains what is selected, one run at a time. A row left
+    out by `only` whose runs are not in `root` keeps its entry from `previous` (the last
+    results.json: same preset, measured earlier, marked `carried`), else is `missing`."""
+    earlier = {r["name"]: r for r in previous or [] if not r.get("missing") and r.get("preset")}
     names = {r.name for r in ROWS}
     unknown = sorted(set(only or []) - names)
     if unknown:
@@ -244,8 +279,12 @@ def collect(*, root: Path, only: list[str] | None, quick: bool, force: bool,
                             quick=quick, force=force, data_dir=data_dir, device=device, log=log)
         base = {"name": row.name, "label": row.label, "preset": row.preset, "seeds": row.seeds,
                 "seeds_planned": row.seeds}
-        rows.append({**base, **dict.fromkeys(ROW_KEYS), "missing": True} if r is None
-                    else {**base, **r, "missing": False})
+        if r is None and row.name in earlier and not quick:
+            log(f"{row.name}: no finished runs in {root}; keeping its row from the last results.json")
+            rows.append({**earlier[row.name], "carried": True})
+        else:
+            rows.append({**base, **dict.fromkeys(ROW_KEYS), "missing": True} if r is None
+                        else {**base, **r, "missing": False, "carried": False})
     return rows
 
 
@@ -274,7 +313,8 @@ def markdown_table(rows: list[dict]) -> str:
             cells = [r["label"], "", "", "", "not run yet", *[""] * 6, str(r["seeds"]), f"`{r['preset']}`"]
         else:
             mins = None if r["train_seconds"] is None else r["train_seconds"] / 60
-            cells = [r["label"], f"`{r['model']}`", str(r["latent_dim"]), f"{r['params']:,}",
+            label = r["label"] + (" (earlier run¹)" if r.get("carried") else "")
+            cells = [label, f"`{r['model']}`", str(r["latent_dim"]), f"{r['params']:,}",
                      sse_cell(r), f"{r['mse_per_pixel']:.5f}", f"{r['psnr_db']:.2f}",
                      f"{100 * r['knn_accuracy']:.1f}%", f"{100 * r['probe_accuracy']:.1f}%",
                      _fmt(r["epochs"], "d"), _fmt(mins, ".1f"), _seeds_cell(r),
@@ -284,16 +324,19 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def targets_lines(rows: list[dict]) -> str:
-    """One line per target: met, missed (with the best honest number), or not run yet."""
-    by_name = {r["name"]: r for r in rows}
+    """One line per target: met, missed (with the best honest number among the preset's
+    rows, plain or refined), or not run yet."""
     lines = []
-    for name, target in TARGETS.items():
-        r = by_name[name]
-        if r["missing"]:
-            verdict = "not run yet"
-        else:
-            verdict = f"{r['sse_per_image']:.2f}: " + ("met" if r["sse_per_image"] <= target else "missed")
-        lines.append(f"- {r['label']}: target ≤ {target:.1f}, {verdict}")
+    for preset, target in TARGETS.items():
+        done = [r for r in rows if r.get("preset") == preset and not r["missing"]]
+        label = next(r["label"] for r in rows if r.get("preset") == preset)
+        if not done:
+            lines.append(f"- {label}: target ≤ {target:.1f}, not run yet")
+            continue
+        best = min(done, key=lambda r: r["sse_per_image"])
+        verdict = "met" if best["sse_per_image"] <= target else "missed"
+        lines.append(f"- {label}: target ≤ {target:.1f}, best {sse_cell(best)} "
+                     f"({best['label']}): {verdict}")
     return "\n".join(lines)
 
 
@@ -303,17 +346,21 @@ def published_table() -> str:
     return "\n".join(lines)
 
 
-def results_markdown(rows: list[dict], hw: str, quick: bool) -> str:
+def reconstruction_section(rows: list[dict], quick: bool) -> str:
+    """The reconstruction section of RESULTS.md, from the rows of results.json."""
     n_fit, n_score = QUICK_REPRESENT if quick else (60000, 10000)
-    quick_note = ("\n> **--quick run**: 1 epoch on 256 images; these numbers only show that "
-                  "the pipeline works.\n" if quick else "")
-    return f"""# Results: MNIST test set, against PCA and the published record
-{quick_note}
-Regenerate everything (tables, JSON, figure) with `make results` (`aelab results`); finished
-runs in `runs/results/` are reused, interrupted ones resumed, `--force` retrains.
+    hw = next((r["hardware"] for r in rows if not r.get("carried") and r.get("hardware")), hardware())
+    carried = sorted({r.get("hardware", "?") for r in rows if r.get("carried")})
+    carried_note = ("\n¹ Its run folders were not on the machine of the last `aelab results`; "
+                    "the row is kept from the results.json before, for the same preset, "
+                    f"measured on: {'; '.join(carried)}. `aelab results --only reconstruction` "
+                    "on a machine without runs/results/ retrains it.\n" if carried else "")
+    return f"""## Reconstruction: squared error against PCA and Hinton & Salakhutdinov (2006)
+
+`aelab results --only reconstruction` (about an hour on a 2-core CPU from nothing).
 
 {markdown_table(rows)}
-
+{carried_note}
 Targets set for this table (test SSE/image, each row trained in at most about 20 minutes
 on a 2-core CPU):
 
@@ -323,10 +370,22 @@ on a 2-core CPU):
 
 {published_table()}
 
+The 16-number row's anchor: {PYTHAE_16[0]}: **{PYTHAE_16[1]:.2f}** (PCA-16 is in the table).
+
+**Code refinement** (the rows marked "code refined"): the same trained model, but each test
+image's code is improved by {REFINE} Adam steps on the code alone through the frozen decoder
+(`aelab eval --refine-steps {REFINE}`), starting from the encoder's code, keeping the best
+code seen. The code is as small as before and decodes with the same decoder; what changes
+is that the encoder's one-shot guess (the *amortisation gap*: Cremer, Li & Duvenaud, ICML
+2018; semi-amortised inference: Kim et al., ICML 2018) is no longer the last word, as PCA's
+projection is the best code for its linear decoder. The steps and step size were chosen on
+the 10,000 validation images, never the test set. Encoding costs {REFINE} decoder passes
+per image instead of one encoder pass.
+
 ![PCA-30, the Hinton 2006 shape and the best 30-number model reconstructing the same test
 digits](img/compare30.png)
 
-## How to read it
+### How to read it
 
 - **test SSE/image**: squared error summed over the 784 pixels (values in [0, 1]) of each
   of the 10,000 MNIST test images, averaged over images: the metric of Hinton &
@@ -381,11 +440,64 @@ def compare_figure(rows: list[dict], path: Path, *, data_dir=None, device="auto"
 # --- commands -------------------------------------------------------------------------
 
 
-def write_results(rows: list[dict], out: Path, *, quick: bool, data_dir=None, device="auto") -> None:
+GROUPS = ("reconstruction", "vae", "anomaly", "denoise")
+JSON_FILES = {"reconstruction": "results.json", "vae": "results-vae.json",
+              "anomaly": "results-anomaly.json", "denoise": "results-denoise.json"}
+
+
+def split_only(only: list[str] | None) -> tuple[list[str], list[str] | None]:
+    """--only's words as (groups to run, reconstruction rows to train or None for all)."""
+    if only is None:
+        return list(GROUPS), None
+    rows = {r.name for r in ROWS}
+    unknown = sorted(set(only) - rows - set(GROUPS))
+    if unknown:
+        raise AelabError(f"--only {' '.join(unknown)}: no such group or row; groups: "
+                         f"{', '.join(GROUPS)}; reconstruction rows: {', '.join(r.name for r in ROWS)}")
+    groups = [g for g in GROUPS if g in only]
+    named = [w for w in only if w in rows]
+    if named and "reconstruction" not in groups:
+        groups.insert(0, "reconstruction")
+    return groups, (None if "reconstruction" in only else named)
+
+
+def read_rows(out: Path, group: str) -> list[dict]:
+    """A group's rows from its JSON file in `out` ([] if not written yet or unreadable)."""
+    path = Path(out) / JSON_FILES[group]
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return rows if isinstance(rows, list) else []
+
+
+def write_reconstruction(rows: list[dict], out: Path, *, data_dir=None, device="auto") -> None:
     hw = hardware()
-    public = [{**r, "hardware": hw} for r in rows]
+    public = [r if r.get("carried") else {**r, "hardware": hw} for r in rows]
     published = [{"name": name, "model": "published", "latent_dim": 30, "sse_per_image": sse,
                   "citation": CITATION, "missing": False} for name, sse in PUBLISHED]
+    published.append({"name": PYTHAE_16[0], "model": "pythae-ae", "latent_dim": 16,
+                      "sse_per_image": PYTHAE_16[1], "citation": "measured, not published",
+                      "missing": False})
     atomic_write_json(out / "results.json", public + published)
-    atomic_write_text(out / "RESULTS.md", results_markdown(rows, hw, quick))
     compare_figure(rows, out / "img" / "compare30.png", data_dir=data_dir, device=device)
+
+
+def results_document(sections: dict[str, str], quick: bool) -> str:
+    """RESULTS.md: one section per task, each rendered from its JSON file."""
+    quick_note = ("\n> **--quick run**: 1 epoch on 256 images; these numbers only show that "
+                  "the pipeline works.\n" if quick else "")
+    parts = [f"""# Results: MNIST, beside the simple baselines and the published record
+{quick_note}
+Four tasks, each a group that `aelab results --only GROUP` trains and evaluates in at most
+about an hour on a 2-core CPU (`make results`, or `aelab results` alone, runs all four):
+reconstruction, vae, anomaly, denoise. Finished runs in `runs/results/` are reused and
+interrupted ones resumed (`--force` retrains); each group rewrites its JSON file (a list of
+rows, for machines) and this page is rebuilt from all four, so a group run on one day and
+another on the next stand side by side. Every table has its simple baseline measured in
+the same run on the same protocol, and the published figures beside it with their protocol.
+"""]
+    for group in GROUPS:
+        parts.append(sections.get(group) or f"## {group}\n\nNot run yet: "
+                     f"`aelab results --only {group}` writes `{JSON_FILES[group]}` and this section.\n")
+    return "\n".join(parts)

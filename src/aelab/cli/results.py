@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._io import atomic_write_json, atomic_write_text
 from ..apps import denoise
 from ..apps import results as R
+from ..apps import tasks as T
 from ..errors import AelabError
 from .common import add_common_args, add_dataset_args, dataset_arg
 
@@ -13,13 +15,32 @@ from .common import add_common_args, add_dataset_args, dataset_arg
 def cmd_results(a) -> int:
     root = a.runs_root or Path("runs/results-quick" if a.quick else "runs/results")
     out = a.out or (root / "docs" if a.quick else Path("docs"))
-    rows = R.collect(root=root, only=a.only, quick=a.quick, force=a.force,
-                   data_dir=a.data_dir, device=a.device)
-    R.write_results(rows, out, quick=a.quick, data_dir=a.data_dir, device=a.device or "auto")
-    for r in rows:
-        sse = "not run yet" if r["missing"] else R.sse_cell(r)
-        print(f"{r['name']:>18}  test SSE/image {sse}")
-    print(f"wrote {out / 'RESULTS.md'}, {out / 'results.json'}, {out / 'img' / 'compare30.png'}")
+    groups, rows_only = R.split_only(a.only)
+    common = dict(root=root, quick=a.quick, force=a.force, data_dir=a.data_dir, device=a.device)
+    for group in groups:
+        print(f"=== {group}")
+        if group == "reconstruction":
+            rows = R.collect(**common, only=rows_only, previous=R.read_rows(out, group))
+            R.write_reconstruction(rows, out, data_dir=a.data_dir, device=a.device or "auto")
+            for r in rows:
+                sse = "not run yet" if r["missing"] else R.sse_cell(r)
+                print(f"{r['name']:>18}  test SSE/image {sse}")
+        else:
+            rows = getattr(T, f"{group}_rows")(**common)
+            atomic_write_json(out / R.JSON_FILES[group], rows)
+            print(getattr(T, f"{group}_section")(rows))
+    sections = {}
+    for group in R.GROUPS:
+        rows = R.read_rows(out, group)
+        if not rows:
+            continue
+        if group == "reconstruction":
+            sections[group] = R.reconstruction_section([r for r in rows if "preset" in r], a.quick)
+        else:
+            sections[group] = getattr(T, f"{group}_section")(rows)
+    atomic_write_text(out / "RESULTS.md", R.results_document(sections, a.quick))
+    written = ", ".join(str(out / R.JSON_FILES[g]) for g in groups)
+    print(f"wrote {out / 'RESULTS.md'} and {written}")
     return 0
 
 
@@ -58,25 +79,30 @@ def _wiener(a) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser(
-        "results", help="retrain the results table's presets; write docs/RESULTS.md",
-        description="Train every preset of the results table (one run at a time) into "
-        "RUNS_ROOT/<preset>-seed<k>/, evaluate them on the test set with exact PCA and the "
-        "published record, and write RESULTS.md, results.json and img/compare30.png. Finished "
-        "runs are reused and interrupted ones resumed. Rows: " + ", ".join(r.name for r in R.ROWS))
+        "results", help="train and evaluate the results groups; write docs/RESULTS.md",
+        description="Four groups, each with its simple baseline measured in the same run and "
+        "the published figures beside it: reconstruction (the presets of the reconstruction "
+        "table, exact PCA, Hinton & Salakhutdinov 2006), vae (likelihood on binarized MNIST, "
+        "Bernoulli mixtures, Burda et al. 2016), anomaly (one-class and leave-one-out, exact "
+        "PCA, Deep SVDD), denoise (five noises, the Wiener filter). Runs go to "
+        "RUNS_ROOT/<preset>-seed<k>/ (finished runs reused, interrupted ones resumed); each "
+        "group writes its JSON file, and RESULTS.md is rebuilt from all of them. "
+        "Reconstruction rows: " + ", ".join(r.name for r in R.ROWS))
     p.add_argument("--quick", action="store_true",
                    help="CI-sized: 1 epoch on 256 images, label probes on 2,000/1,000 codes; "
                    "writes to runs/results-quick/ and never to docs/ (default: off)")
-    p.add_argument("--only", nargs="+", default=None, metavar="ROW",
-                   help="train only these rows; the others appear if already finished "
-                   "(default: all rows)")
+    p.add_argument("--only", nargs="+", default=None, metavar="GROUP|ROW",
+                   help=f"run only these groups ({', '.join(R.GROUPS)}), or only these rows of "
+                   "the reconstruction table (its other rows appear if already finished) "
+                   "(default: every group)")
     p.add_argument("--force", action="store_true",
                    help="retrain the selected rows' runs even if finished (default: reuse them)")
     p.add_argument("--runs-root", type=Path, default=None,
                    help="where the run folders go (default: runs/results, or "
                    "runs/results-quick with --quick)")
     p.add_argument("--out", type=Path, default=None,
-                   help="folder for RESULTS.md, results.json and img/ (default: docs, or "
-                   "RUNS_ROOT/docs with --quick)")
+                   help="folder for RESULTS.md, the groups' JSON files and img/ (default: "
+                   "docs, or RUNS_ROOT/docs with --quick)")
     add_common_args(p, device_help="where to train and evaluate (default: each preset's own, auto)")
     p.set_defaults(func=cmd_results)
 

@@ -69,7 +69,7 @@ def reconstruction_sse(model, images_u8: torch.Tensor, batch_size: int = 1000,
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
-REFINE_LR = 0.05  # Adam's step, in units of each code dimension's spread over the batch
+REFINE_LR = 0.1  # Adam's step, in units of each code dimension's spread over the batch
 
 
 def refined_sse(model, images_u8: torch.Tensor, steps: int, batch_size: int = 1000,
