@@ -357,7 +357,8 @@ def reconstruction_section(rows: list[dict], quick: bool) -> str:
                     "on a machine without runs/results/ retrains it.\n" if carried else "")
     return f"""## Reconstruction: squared error against PCA and Hinton & Salakhutdinov (2006)
 
-`aelab results --only reconstruction` (about an hour on a 2-core CPU from nothing).
+`aelab results --only reconstruction`: from nothing about an hour and a half on an idle 2-core
+CPU, the one group over an hour (`--only ROW` trains a single row).
 
 {markdown_table(rows)}
 {carried_note}
@@ -428,7 +429,7 @@ def compare_figure(rows: list[dict], path: Path, *, data_dir=None, device="auto"
     dev = resolve_device(device)
     for name, label in (("hinton2006-modern", "Hinton shape"), ("best-30", "best 30")):
         r = by_name.get(name)
-        if r is None or r["missing"]:
+        if r is None or r["missing"] or r.get("carried"):  # a carried row's runs are not here
             continue
         model = load_run(r["run_dirs"][0], "best", device=dev).model.eval()
         with torch.inference_mode():
@@ -489,12 +490,12 @@ def results_document(sections: dict[str, str], quick: bool) -> str:
                   "the pipeline works.\n" if quick else "")
     parts = [f"""# Results: MNIST, beside the simple baselines and the published record
 {quick_note}
-Four tasks, each a group that `aelab results --only GROUP` trains and evaluates in at most
-about an hour on a 2-core CPU (`make results`, or `aelab results` alone, runs all four):
-reconstruction, vae, anomaly, denoise. Finished runs in `runs/results/` are reused and
-interrupted ones resumed (`--force` retrains); each group rewrites its JSON file (a list of
-rows, for machines) and this page is rebuilt from all four, so a group run on one day and
-another on the next stand side by side. Every table has its simple baseline measured in
+Four tasks, each a group that `aelab results --only GROUP` trains and evaluates (`make
+results`, or `aelab results` alone, runs all four): reconstruction, vae, anomaly, denoise.
+Finished runs in `runs/results/` are reused and interrupted ones resumed (`--force`
+retrains); each group rewrites its JSON file (a list of rows, for machines) and this page
+is rebuilt from all four, so a group run on one day and another on the next stand side by
+side. Every table has its simple baseline measured in
 the same run on the same protocol, and the published figures beside it with their protocol.
 """]
     for group in GROUPS:
