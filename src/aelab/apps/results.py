@@ -187,27 +187,37 @@ def pca_row(k: int, *, dataset="mnist", data_dir=None, n_fit=None, n_score=None,
     return out
 
 
+def reused_eval(run_dir: Path, name: str, **want) -> dict | None:
+    """RUN_DIR/NAME (an eval file) if it scored the `best` checkpoint's current epoch with
+    these settings (key=value as written in it), else None."""
+    path = Path(run_dir) / name
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    best = json.loads((Path(run_dir) / "checkpoints" / "best.json").read_text())["epoch"]
+    ok = old.get("checkpoint") == "best" and old.get("epoch") == best
+    return old if ok and all(old.get(k) == v for k, v in want.items()) else None
+
+
+def train_seconds(run_dir: Path) -> float:
+    """Seconds of training over all of a run's epochs (without per-epoch evaluation)."""
+    return sum(m["epoch_seconds"] for m in read_metrics(run_dir))
+
+
 def _cached_eval(run_dir: Path, *, refine: int, data_dir, device) -> dict:
     """evaluate_run of the `best` checkpoint, reused from its eval file when that was
     written for the same checkpoint epoch (refinement takes minutes on a convnet)."""
-    path = Path(run_dir) / eval_file_name(refine_steps=refine)
-    best = json.loads((Path(run_dir) / "checkpoints" / "best.json").read_text())["epoch"]
-    if path.is_file():
-        old = json.loads(path.read_text())
-        same_refine = old.get("refine_steps", 0) == refine and \
-            old.get("refine_lr") == (REFINE_LR if refine else None)
-        if old.get("epoch") == best and old.get("checkpoint") == "best" and same_refine and \
-                old.get("noise") is None:
-            return old
-    return evaluate_run(run_dir, "best", data_dir=data_dir, device=device, refine_steps=refine,
-                        log=lambda *_: None)
+    name = eval_file_name(refine_steps=refine)  # the name holds the steps
+    old = reused_eval(run_dir, name, noise=None, refine_lr=REFINE_LR if refine else None)
+    return old or evaluate_run(run_dir, "best", data_dir=data_dir, device=device,
+                               refine_steps=refine, log=lambda *_: None)
 
 
 def _seed_result(run_dir: Path, *, data_dir, device, quick, refine: int = 0) -> dict:
     ev = _cached_eval(run_dir, refine=refine, data_dir=data_dir, device=device)
     n_fit, n_score = QUICK_REPRESENT if quick else (None, None)
     ev.update(run_representation(run_dir, data_dir=data_dir, device=device, n_fit=n_fit, n_score=n_score))
-    ev["train_seconds"] = sum(m["epoch_seconds"] for m in read_metrics(run_dir))  # all epochs
+    ev["train_seconds"] = train_seconds(run_dir)  # all epochs
     return ev
 
 

@@ -21,21 +21,7 @@ from . import anomaly as A
 from . import denoise as D
 from . import likelihood as LH
 from ..presets import DENOISE_NOISES
-from .results import QUICK, ensure_trained, preset_config
-
-
-def _best_epoch(run_dir: Path) -> int:
-    return json.loads((Path(run_dir) / "checkpoints" / "best.json").read_text())["epoch"]
-
-
-def _reuse_eval(run_dir: Path, name: str, **want) -> dict | None:
-    """RUN_DIR/NAME if it scored the `best` checkpoint's current epoch with these settings."""
-    path = Path(run_dir) / name
-    if not path.is_file():
-        return None
-    old = json.loads(path.read_text())
-    ok = old.get("checkpoint") == "best" and old.get("epoch") == _best_epoch(run_dir)
-    return old if ok and all(old.get(k) == v for k, v in want.items()) else None
+from .results import QUICK, ensure_trained, preset_config, reused_eval, train_seconds
 
 
 def _cached(path: Path, key: dict, compute):
@@ -77,19 +63,19 @@ def vae_rows(*, root: Path, quick: bool, force: bool, data_dir=None, device=None
     run_dir = Path(root) / f"{VAE_PRESET}-seed0"
     ensure_trained(cfg, run_dir, force=force, data_dir=data_dir, log=log)
     k = 20 if quick else 5000
-    ev = _reuse_eval(run_dir, eval_file_name(), iw_samples=k, noise=None, refine_steps=0)
+    ev = reused_eval(run_dir, eval_file_name(), iw_samples=k, noise=None)
     if ev is None:
         log(f"{run_dir}: likelihood bound with {k} importance samples per test image")
         ev = evaluate_run(run_dir, "best", data_dir=data_dir, device=device or "auto",
                           iw_samples=k, log=log)
+    epochs = [m["epoch_seconds"] for m in read_metrics(run_dir)]  # read once
     rows = [{
         "name": VAE_PRESET, "label": "aelab `vae-mlp` (preset `vae-binarized`)", "kind": "aelab",
         "model": ev["model"], "latent_dim": ev["latent_dim"], "params": ev["params"],
         "binarize": cfg.binarize, "iw_samples": k, "nll_nats": ev["iwae_nll_nats"],
         "neg_elbo_nats": ev["neg_elbo_nats"], "kl_nats": ev["kl_nats"], "epochs": cfg.epochs,
-        "best_epoch": ev["epoch"], "train_seconds": sum(m["epoch_seconds"] for m in read_metrics(run_dir)),
-        "epoch_seconds_median": statistics.median(m["epoch_seconds"] for m in read_metrics(run_dir)),
-        "epoch_seconds_min": min(m["epoch_seconds"] for m in read_metrics(run_dir)),
+        "best_epoch": ev["epoch"], "train_seconds": sum(epochs),
+        "epoch_seconds_median": statistics.median(epochs), "epoch_seconds_min": min(epochs),
         "protocol": "dynamic binarization (train); test binarized once, seed "
                     f"{LH.BINARIZE_TEST_SEED}; NLL bound by importance sampling, k={k}",
         "run_dir": str(run_dir), "hardware": hw}]
@@ -307,13 +293,13 @@ def denoise_rows(*, root: Path, quick: bool, force: bool, data_dir=None, device=
         run_dir = Path(root) / f"{preset}-seed0"
         ensure_trained(cfg, run_dir, force=force, data_dir=data_dir, log=log)
         name = eval_file_name(noise)
-        ev = _reuse_eval(run_dir, name, noise=noise) or evaluate_run(
+        ev = reused_eval(run_dir, name, noise=noise) or evaluate_run(
             run_dir, "best", data_dir=data_dir, device=device or "auto", noise=noise,
             log=lambda *_: None)
         rows.append({"noise": noise, "method": cfg.model, "psnr_db": ev["psnr_db_mean_per_image"],
                      "sse_per_image": ev["sse_per_image"], "kind": "aelab", "preset": preset,
                      "latent_dim": ev["latent_dim"], "params": ev["params"], "epochs": cfg.epochs,
-                     "train_seconds": sum(m["epoch_seconds"] for m in read_metrics(run_dir)),
+                     "train_seconds": train_seconds(run_dir),
                      "run_dir": str(run_dir), "hardware": hw})
         log(f"denoise {noise}: " + ", ".join(f"{r['method']} {r['psnr_db']:.2f} dB"
                                               for r in rows if r["noise"] == noise))
