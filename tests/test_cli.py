@@ -14,6 +14,7 @@ import aelab.train.fast.dense
 import aelab.train.step
 import aelab.train.trainer
 from aelab.cli import main
+from aelab.runtime import hardware
 from aelab.data import load_dataset
 from aelab.data.batches import reconstruction_sse
 from aelab.models import build_model
@@ -50,6 +51,7 @@ def test_train_one_epoch_writes_a_complete_run_folder(mnist_dir, tmp_path, capsy
     (m,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert set(m) >= {"epoch", "train_loss", "test_mse", "epoch_seconds", "images_per_second"}
     assert m["images_per_second"] > 0
+    assert m["hardware"] == hardware()  # the machine each epoch's time was measured on
     assert 0 < m["test_mse"] < _untrained_test_mse(mnist_dir, model)  # it learned something
     for png in ("recon_epoch01.png", "loss_curve.png"):
         w, h = _png_size(run / png)

@@ -17,6 +17,7 @@ from aelab.pca import sse as pca_sse
 from aelab.models import build_model
 from aelab.presets import PRESETS
 from aelab.represent import knn_accuracy, probe_accuracy
+from aelab.runtime import hardware
 from aelab.apps.results import ROWS, VAL_SPLIT, combine_seeds, ensure_trained, preset_config
 
 LEARNED = [r for r in ROWS if r.preset is not None]
@@ -92,9 +93,12 @@ def test_pca_codes_reconstruct_with_exactly_pca_sse(mnist_dir):
 def test_combine_seeds_reports_the_spread_across_seeds():
     per_seed = [{"model": "mlp", "latent_dim": 30, "params": 9, "sse_per_image": s,
                  "sse_per_image_std": 1.0, "mse_per_pixel": s / 784, "knn_accuracy": 0.9,
-                 "probe_accuracy": 0.8, "epoch": 3, "train_seconds": 10.0, "run_dir": "r"}
+                 "probe_accuracy": 0.8, "epoch": 3, "train_seconds": 10.0 * s, "run_dir": "r",
+                 "hardware": "cpu A" if s < 4 else "cpu B", "eval_hardware": "cpu A"}
                 for s in (2.0, 3.0, 4.0)]
     row = combine_seeds(per_seed)
+    assert row["hardware"] == "cpu A; cpu B" and row["eval_hardware"] == "cpu A"
+    assert row["train_seconds_by_seed"] == [20.0, 30.0, 40.0]
     assert row["sse_per_image"] == pytest.approx(3.0)
     assert row["sse_per_image_std"] == pytest.approx(1.0)  # sample std of 2, 3, 4
     assert row["sse_per_image_by_seed"] == [2.0, 3.0, 4.0]
@@ -133,6 +137,21 @@ def test_finished_runs_are_reused_and_unfinished_ones_resumed(mnist_dir, tmp_pat
     ensure_trained(cfg2, run, force=False, data_dir=mnist_dir, log=logs.append)
     assert any("resuming after epoch 1 of 2" in line for line in logs)
     assert json.loads((run / "checkpoints" / "last.json").read_text())["epoch"] == 2
+
+
+def test_force_retrains_a_run_once_though_two_rows_use_it(tmp_path, monkeypatch):
+    from aelab.apps import results as R
+
+    monkeypatch.setattr(R, "ROWS", [r for r in ROWS if r.name in ("best-5", "best-5-refined")])
+    calls = []
+    monkeypatch.setattr(R, "ensure_trained",
+                        lambda cfg, run_dir, *, force, **_: calls.append((run_dir.name, force)))
+    monkeypatch.setattr(R, "_seed_result", lambda run_dir, **_: {
+        "model": "mlp", "latent_dim": 5, "params": 1, "sse_per_image": 1.0, "sse_per_image_std": 0.1,
+        "mse_per_pixel": 1 / 784, "knn_accuracy": 0.5, "probe_accuracy": 0.5, "epoch": 1,
+        "train_seconds": 1.0, "run_dir": str(run_dir), "hardware": "X", "eval_hardware": "X"})
+    R.collect(root=tmp_path, only=None, quick=True, force=True, log=lambda *_: None)
+    assert calls == [("best-5-seed0", True), ("best-5-seed0", False)]  # the refined row reuses it
 
 
 def test_changed_preset_is_refused_without_force(mnist_dir, tmp_path):
@@ -222,6 +241,44 @@ def test_rows_without_runs_keep_their_earlier_entry(mnist_dir, tmp_path, monkeyp
     assert by_name["best-5"]["missing"]  # nothing earlier: not run yet
 
 
+def test_runs_name_the_machine_of_their_epochs():
+    from aelab.runs import NOT_RECORDED, trained_on
+
+    assert trained_on([{"epoch": 1}]) == NOT_RECORDED  # a run from before it was recorded
+    assert trained_on([{"hardware": "a"}, {"hardware": "a"}, {"hardware": "b"}]) == "a; b"  # resumed
+
+
+def _target_row(preset, sse, seeds=1, planned=1, minutes=(5.0,), label=None):
+    return {"name": label or preset, "label": label or preset, "preset": preset, "missing": False,
+            "sse_per_image": sse, "seeds": seeds, "seeds_planned": planned,
+            "train_seconds": 60 * sum(minutes) / len(minutes),
+            "train_seconds_by_seed": [60 * m for m in minutes]}
+
+
+def test_targets_need_every_planned_seed_and_the_time_limit():
+    from aelab.apps.results import targets_lines
+
+    def verdict(preset, row):
+        line = next(x for x in targets_lines([row]).splitlines() if x.startswith(f"- {preset}"))
+        return line.rsplit("**", 2)[-2]
+
+    assert verdict("best-5", _target_row("best-5", 12.7, minutes=(19.0,))) == "met"
+    assert verdict("best-5", _target_row("best-5", 12.7, minutes=(31.0,))) == "missed"  # too slow
+    assert verdict("best-5", _target_row("best-5", 13.5)) == "missed"
+    assert verdict("best-30", _target_row("best-30", 1.3, 1, 3)) == "missed"  # 1 seed of 3
+    assert verdict("best-30", _target_row("best-30", 1.3, 3, 3, (12.0, 13.0, 21.0))) == "missed"
+    assert verdict("best-30", _target_row("best-30", 1.3, 3, 3, (12.0, 13.0, 14.0))) == "met"
+    assert verdict("best-64", _target_row("best-64", 0.9, minutes=(99.0,))) == "met"  # no time limit
+
+
+def test_machines_lines_group_rows_by_machine():
+    from aelab.apps.results import machines_lines
+
+    rows = [{"label": "a", "hardware": "X"}, {"label": "b", "hardware": "Y"},
+            {"label": "c", "hardware": "X"}, {"label": "d", "missing": True, "hardware": "Z"}]
+    assert machines_lines(rows) == "  - X: a, c\n  - Y: b"
+
+
 @pytest.mark.slow
 def test_results_quick_task_groups_write_their_json_and_sections(mnist_dir, tmp_path):
     """--quick runs of the vae, anomaly and denoise groups: every row schema the issue
@@ -258,6 +315,10 @@ def test_results_quick_task_groups_write_their_json_and_sections(mnist_dir, tmp_
                   "## Denoising", "Burda", "Deep One-Class", "Wiener filter"):
         assert title in md, title
     assert "`aelab results --only reconstruction` writes" in md  # not run: says how
+    here = hardware()  # every trained row names the machine its runs recorded
+    assert ours["hardware"] == here and ours["eval_hardware"] == here
+    assert all(r["hardware"] == here for r in anomaly + denoise if r["kind"] == "aelab")
+    assert f"Trained on: {here}" in md and f"  - {here}: one-class models, training" in md
     stamp = (out / "results-vae.json").stat().st_mtime_ns
     assert main([*argv[:3], "vae", *argv[6:]]) == 0  # finished runs and evaluations reused
     assert json.loads((out / "results-vae.json").read_text()) == vae

@@ -30,7 +30,7 @@ from .data.batches import (
 from .errors import AelabError
 from .models import count_parameters
 from .runs import eval_file_name, load_run, read_metrics
-from .runtime import resolve_device
+from .runtime import hardware, resolve_device
 
 __all__ = ["evaluate_run", "format_table", "reconstruction_sse", "summarize", "to_float"]
 
@@ -140,6 +140,7 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
         data_checksum=info["checksum"], trained_data_checksum=trained, step=run.meta.get("step"),
         train_seconds=sum(m["epoch_seconds"] for m in metrics if m["epoch"] <= run.meta["epoch"]),
         noise=noise, refine_steps=refine_steps, refine_lr=REFINE_LR if refine_steps else None,
+        hardware=hardware(),
     )
     name = eval_file_name(noise, info["name"] if other else None, refine_steps)
     atomic_write_json(Path(run.run_dir) / name, result)

@@ -74,6 +74,15 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+NOT_RECORDED = "not recorded (trained before aelab kept the machine of each epoch)"
+
+
+def trained_on(metrics: list[dict]) -> str:
+    """The machine(s) a run's epochs were trained on, from its metrics records."""
+    seen = list(dict.fromkeys(m.get("hardware") or NOT_RECORDED for m in metrics))
+    return "; ".join(seen) if seen else NOT_RECORDED
+
+
 def write_metrics(run_dir: Path, metrics: list[dict]) -> None:
     atomic_write_text(Path(run_dir) / "metrics.jsonl",
                       "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))

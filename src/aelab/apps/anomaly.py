@@ -66,6 +66,8 @@ from ..data import dataset_info, load_dataset
 from ..data.batches import reconstruction_sse, to_float
 from ..errors import AelabError
 from ..figures import save
+from ..runs import trained_on
+from ..runtime import hardware
 from ..train import train
 from .explore import class_names
 
@@ -395,7 +397,8 @@ def holdout_run(digit: int, out: Path, *, model: str, dataset: str, epochs: int,
     name = names[digit] if digit < len(names) else str(digit)
     summary.update(name=name, run_dir=str(run_dir), model=model, model_args=cfg.model_args,
                    dataset=dataset, epochs=epochs, seed=seed, limit=limit, score=SCORE,
-                   train_seconds=sum(m["epoch_seconds"] for m in result.metrics))
+                   train_seconds=sum(m["epoch_seconds"] for m in result.metrics),
+                   hardware=trained_on(result.metrics), scored_on=hardware())
     fpr, tpr, _ = roc_curve(is_anomaly, nap)
     how = f"trained on {name} only" if protocol == "one-class" else f"trained without {name}"
     title = (f"{model} {how}: NAP AUC {summary['auc']:.3f}\n(SSE {summary['auc_sse']:.3f}, "

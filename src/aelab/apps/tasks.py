@@ -15,13 +15,14 @@ from pathlib import Path
 
 from .._io import atomic_write_json
 from ..evaluate import evaluate_run
-from ..runs import eval_file_name, read_metrics
+from ..presets import DENOISE_NOISES
+from ..runs import NOT_RECORDED, eval_file_name, read_metrics, trained_on
 from ..runtime import hardware
 from . import anomaly as A
 from . import denoise as D
 from . import likelihood as LH
-from ..presets import DENOISE_NOISES
-from .results import QUICK, ensure_trained, preset_config, reused_eval, train_seconds
+from .results import (QUICK, ensure_trained, joined, machines_lines, preset_config, reused_eval,
+                      train_seconds)
 
 
 def _cached(path: Path, key: dict, compute):
@@ -33,6 +34,12 @@ def _cached(path: Path, key: dict, compute):
     value = compute()
     atomic_write_json(path, {"key": key, "value": value})
     return value
+
+
+def _on_this_machine(rows: list[dict]) -> list[dict]:
+    """Rows computed here and now, each naming this machine."""
+    hw = hardware()
+    return [{**r, "hardware": hw} for r in rows]
 
 
 def _minutes(seconds) -> str:
@@ -58,7 +65,6 @@ VAE_PUBLISHED = [
 def vae_rows(*, root: Path, quick: bool, force: bool, data_dir=None, device=None, log=print) -> list[dict]:
     """Train the VAE preset on dynamically binarized MNIST, bound its test NLL with K=5000
     importance samples, and fit the exact-likelihood Bernoulli baselines on the same split."""
-    hw = hardware()
     cfg = preset_config(VAE_PRESET, 0, quick, device)
     run_dir = Path(root) / f"{VAE_PRESET}-seed0"
     ensure_trained(cfg, run_dir, force=force, data_dir=data_dir, log=log)
@@ -68,7 +74,8 @@ def vae_rows(*, root: Path, quick: bool, force: bool, data_dir=None, device=None
         log(f"{run_dir}: likelihood bound with {k} importance samples per test image")
         ev = evaluate_run(run_dir, "best", data_dir=data_dir, device=device or "auto",
                           iw_samples=k, log=log)
-    epochs = [m["epoch_seconds"] for m in read_metrics(run_dir)]  # read once
+    metrics = read_metrics(run_dir)
+    epochs = [m["epoch_seconds"] for m in metrics]
     rows = [{
         "name": VAE_PRESET, "label": "aelab `vae-mlp` (preset `vae-binarized`)", "kind": "aelab",
         "model": ev["model"], "latent_dim": ev["latent_dim"], "params": ev["params"],
@@ -78,16 +85,18 @@ def vae_rows(*, root: Path, quick: bool, force: bool, data_dir=None, device=None
         "epoch_seconds_median": statistics.median(epochs), "epoch_seconds_min": min(epochs),
         "protocol": "dynamic binarization (train); test binarized once, seed "
                     f"{LH.BINARIZE_TEST_SEED}; NLL bound by importance sampling, k={k}",
-        "run_dir": str(run_dir), "hardware": hw}]
+        "run_dir": str(run_dir), "hardware": trained_on(metrics),
+        "eval_hardware": ev.get("hardware") or NOT_RECORDED}]
     comps = (1, 5) if quick else LH.COMPONENTS
     limit = QUICK["limit"] * 8 if quick else None
     key = {"components": list(comps), "limit": limit, "seed": LH.TRAIN_BINARIZE_SEED}
     base = _cached(Path(root) / ("likelihood-baselines-quick.json" if quick else "likelihood-baselines.json"),
-                   key, lambda: LH.bernoulli_baselines(data_dir=data_dir, components=comps,
-                                                       limit=limit, log=log))
+                   key, lambda: _on_this_machine(LH.bernoulli_baselines(
+                       data_dir=data_dir, components=comps, limit=limit, log=log)))
     for b in base:
         rows.append({**b, "label": b.get("label", b["name"]), "kind": "baseline", "latent_dim": None,
-                     "neg_elbo_nats": None, "epochs": None, "hardware": hw})
+                     "neg_elbo_nats": None, "epochs": None,
+                     "hardware": b.get("hardware", NOT_RECORDED)})
     for label, nats, protocol, cite in VAE_PUBLISHED:
         rows.append({"name": label, "label": label, "kind": "published", "model": "published",
                      "latent_dim": None, "params": None, "binarize": "dynamic", "iw_samples": None,
@@ -123,13 +132,14 @@ def vae_section(rows: list[dict]) -> str:
         met = ours["nll_nats"] <= nats and ours["train_seconds"] / 60 <= mins
         target = (f"\nTarget: at most {nats} nats with K=5000, trained in at most {mins:.0f} minutes "
                   f"on this CPU: {ours['nll_nats']:.2f} nats in {ours['train_seconds'] / 60:.1f} "
-                  f"minutes, **{'met' if met else 'missed'}**. Measured on: {ours.get('hardware', '?')}.")
-        if ours.get("epoch_seconds_min"):
+                  f"minutes, **{'met' if met else 'missed'}**. Trained on: {ours['hardware']}; "
+                  f"bound computed on: {ours.get('eval_hardware', NOT_RECORDED)}.")
+        med, fast = ours.get("epoch_seconds_median"), ours.get("epoch_seconds_min")
+        if med and fast and med > 1.25 * fast:  # epochs this uneven: the cores were shared
             e = ours["epochs"]
-            target += (f" The machine was shared with other jobs: the median epoch took "
-                       f"{ours['epoch_seconds_median']:.1f} s and the fastest "
-                       f"{ours['epoch_seconds_min']:.1f} s: at the fastest epoch's pace the {e} epochs "
-                       f"would take {e * ours['epoch_seconds_min'] / 60:.0f} minutes (an extrapolation, "
+            target += (f" Its epochs were uneven (the machine was shared with other jobs): the median "
+                       f"took {med:.1f} s and the fastest {fast:.1f} s; at the fastest epoch's pace the "
+                       f"{e} epochs would take {e * fast / 60:.0f} minutes (an extrapolation, "
                        "not a measurement).")
         target += "\n"
     return f"""## VAE likelihood on binarized MNIST
@@ -186,7 +196,6 @@ def _anomaly_protocol(protocol: str, *, root: Path, quick: bool, force: bool, da
 def anomaly_rows(*, root: Path, quick: bool, force: bool, data_dir=None, device=None,
                  log=print) -> list[dict]:
     """Both protocols, every class in turn: the model's scores and exact PCA's AUCs."""
-    hw = hardware()
     rows = []
     for protocol in A.PROTOCOLS:
         t0 = time.perf_counter()
@@ -194,6 +203,8 @@ def anomaly_rows(*, root: Path, quick: bool, force: bool, data_dir=None, device=
                                        data_dir=data_dir, device=device, log=log),
                      key=lambda r: r["holdout"])
         train_s = sum(r["train_seconds"] for r in res)
+        hw = joined(r.get("hardware") or NOT_RECORDED for r in res)  # where the ten models trained
+        scored = joined(r.get("scored_on") or NOT_RECORDED for r in res)
         for key, tag, what in SCORES:
             aucs = [r.get(key) for r in res]
             if None in aucs:
@@ -202,12 +213,12 @@ def anomaly_rows(*, root: Path, quick: bool, force: bool, data_dir=None, device=
                          "auc_by_digit": aucs, "auc_mean": statistics.fmean(aucs),
                          "train_seconds": train_s, "score": what, "kind": "aelab",
                          "epochs": res[0]["epochs"], "model_args": ANOMALY["model_args"],
-                         "primary": key == "auc", "hardware": hw})
+                         "primary": key == "auc", "hardware": hw, "scored_on": scored})
         k = res[0]["pca_k"]
         pca = [r["pca_auc"] for r in res]
         rows.append({"method": f"pca-{k}", "protocol": protocol, "auc_by_digit": pca,
                      "auc_mean": statistics.fmean(pca), "train_seconds": None,
-                     "score": "squared error", "kind": "baseline", "hardware": hw})
+                     "score": "squared error", "kind": "baseline", "hardware": scored})
         log(f"anomaly {protocol}: {time.perf_counter() - t0:.0f}s")
     rows.append({"method": "deep-svdd", "protocol": "one-class", "auc_by_digit": DEEP_SVDD,
                  "auc_mean": statistics.fmean(DEEP_SVDD), "train_seconds": None,
@@ -261,9 +272,12 @@ training images alone; the other two are shown so that its effect can be read, n
             every = " with every digit at least PCA" if protocol == "one-class" else ""
             parts.append(f"Target: mean AUC at least {target:.2f}{every}: "
                          f"{ours['auc_mean']:.3f}{extra}; **{'met' if met else 'missed'}**.\n")
-    hw = next((r["hardware"] for r in rows if r.get("hardware")), None)
-    if hw:
-        parts.append(f"Measured on: {hw}.\n")
+    ours = [r for r in rows if r.get("primary")]
+    if ours:
+        trained = [{"hardware": r["hardware"], "label": f"{r['protocol']} models, training"} for r in ours]
+        scored = [{"hardware": r.get("scored_on"), "label": f"{r['protocol']}, scoring and PCA"}
+                  for r in ours]
+        parts.append("Machines, as the runs recorded them:\n\n" + machines_lines(trained + scored) + "\n")
     return "\n".join(parts)
 
 
@@ -281,13 +295,12 @@ def denoise_rows(*, root: Path, quick: bool, force: bool, data_dir=None, device=
                  log=print) -> list[dict]:
     """For each noise: the noisy input, the Wiener filter (plain and clipped) and aelab's
     denoiser trained on that noise, on the same corrupted test inputs."""
-    hw = hardware()
     rows = []
     for noise in NOISES:
         base = _cached(Path(root) / f"wiener-{noise.replace(':', '-')}{'-quick' if quick else ''}.json",
                        {"noise": noise, "fit_seed": D.FIT_NOISE_SEED, "eval_seed": D.EVAL_NOISE_SEED},
-                       lambda noise=noise: D.baselines(noise, data_dir=data_dir, log=log))
-        rows += [{**b, "kind": "baseline", "hardware": hw} for b in base]
+                       lambda noise=noise: _on_this_machine(D.baselines(noise, data_dir=data_dir, log=log)))
+        rows += [{**b, "kind": "baseline", "hardware": b.get("hardware", NOT_RECORDED)} for b in base]
         preset = denoise_preset(noise)
         cfg = preset_config(preset, 0, quick, device)
         run_dir = Path(root) / f"{preset}-seed0"
@@ -300,7 +313,8 @@ def denoise_rows(*, root: Path, quick: bool, force: bool, data_dir=None, device=
                      "sse_per_image": ev["sse_per_image"], "kind": "aelab", "preset": preset,
                      "latent_dim": ev["latent_dim"], "params": ev["params"], "epochs": cfg.epochs,
                      "train_seconds": train_seconds(run_dir),
-                     "run_dir": str(run_dir), "hardware": hw})
+                     "run_dir": str(run_dir), "hardware": trained_on(read_metrics(run_dir)),
+                     "eval_hardware": ev.get("hardware") or NOT_RECORDED})
         log(f"denoise {noise}: " + ", ".join(f"{r['method']} {r['psnr_db']:.2f} dB"
                                               for r in rows if r["noise"] == noise))
     return rows
@@ -339,8 +353,8 @@ def denoise_section(rows: list[dict]) -> str:
         mins = statistics.fmean(x["train_seconds"] for x in trained) / 60
         how = (f"aelab's denoisers: one `{r['method']}` ({r['latent_dim']} numbers, {r['params']:,} "
                f"parameters) per noise, trained {r['epochs']} epochs on inputs corrupted afresh each "
-               f"epoch (preset `denoise-<noise>`), {mins:.1f} minutes each on average; measured "
-               f"on: {r['hardware']}.")
+               f"epoch (preset `denoise-<noise>`), {mins:.1f} minutes each on average. Trained on "
+               f"(as the runs recorded it): {joined(x['hardware'] for x in trained)}.")
     return f"""## Denoising: against the optimal linear filter
 
 `aelab results --only denoise` (`aelab baseline wiener --noise SPEC`, `aelab eval --noise

@@ -45,7 +45,7 @@ from ..runs import (
     write_config,
     write_metrics,
 )
-from ..runtime import resolve_device
+from ..runtime import hardware, resolve_device
 from . import distributed as D
 from .step import StepChoice, make_optimizer, make_step
 from .tensorboard import open_log
@@ -338,7 +338,8 @@ class Trainer:
                 f"Try a smaller --lr (now {c.lr})."
             )
         record = {"epoch": epoch, "train_loss": train_loss, "test_mse": self._mse(self.test_x),
-                  "epoch_seconds": seconds, "images_per_second": self.images_seen / seconds}
+                  "epoch_seconds": seconds, "images_per_second": self.images_seen / seconds,
+                  "hardware": hardware()}  # per epoch: a resumed run may change machines
         val = ""
         if self.val_x is not None:
             record["val_mse"] = self._mse(self.val_x)
