@@ -274,9 +274,9 @@ def test_targets_need_every_planned_seed_and_the_time_limit():
 def test_machines_lines_group_rows_by_machine():
     from aelab.apps.results import machines_lines
 
-    rows = [{"label": "a", "hardware": "X"}, {"label": "b", "hardware": "Y"},
-            {"label": "c", "hardware": "X"}, {"label": "d", "missing": True, "hardware": "Z"}]
-    assert machines_lines(rows) == "  - X: a, c\n  - Y: b"
+    rows = [{"name": "a", "hardware": "X"}, {"name": "b", "hardware": "Y"},
+            {"name": "c", "hardware": "X"}, {"name": "d", "missing": True, "hardware": "Z"}]
+    assert machines_lines(rows) == "  - X: `a`, `c`\n  - Y: `b`"
 
 
 @pytest.mark.slow

@@ -334,7 +334,7 @@ def _seeds_cell(r: dict) -> str:
     return str(done) if done == planned else f"{done} of {planned} (partial)"
 
 
-def machines_lines(rows: list[dict], name=lambda r: r["label"]) -> str:
+def machines_lines(rows: list[dict], name=lambda r: f"`{r['name']}`") -> str:
     """A bullet per machine (the `hardware` of rows), naming the rows measured on it."""
     by: dict[str, list[str]] = {}
     for r in rows:

@@ -277,7 +277,8 @@ training images alone; the other two are shown so that its effect can be read, n
         trained = [{"hardware": r["hardware"], "label": f"{r['protocol']} models, training"} for r in ours]
         scored = [{"hardware": r.get("scored_on"), "label": f"{r['protocol']}, scoring and PCA"}
                   for r in ours]
-        parts.append("Machines, as the runs recorded them:\n\n" + machines_lines(trained + scored) + "\n")
+        listed = machines_lines(trained + scored, lambda r: r["label"])
+        parts.append(f"Machines, as the runs recorded them:\n\n{listed}\n")
     return "\n".join(parts)
 
 
