@@ -412,8 +412,10 @@ def reconstruction_section(rows: list[dict], quick: bool) -> str:
                     "on a machine without runs/results/ retrains it.\n" if carried else "")
     return f"""## Reconstruction: squared error against PCA and Hinton & Salakhutdinov (2006)
 
-`aelab results --only reconstruction`: from nothing about an hour and a half on an idle 2-core
-CPU, the one group over an hour (`--only ROW` trains a single row).
+`aelab results --only reconstruction`: from nothing about two hours on an idle 2-core CPU
+(its three 30-number seeds alone take 47 minutes), the one group over an hour. It continues
+where it stopped, so it can be spread over two sittings by row: `--only best-30
+best-30-refined`, then `--only reconstruction` (`--only ROW` trains a single row).
 
 {markdown_table(rows)}
 {carried_note}
