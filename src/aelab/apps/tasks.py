@@ -135,9 +135,9 @@ def vae_section(rows: list[dict]) -> str:
                   f"minutes, **{'met' if met else 'missed'}**. Trained on: {ours['hardware']}; "
                   f"bound computed on: {ours.get('eval_hardware', NOT_RECORDED)}.")
         med, fast = ours.get("epoch_seconds_median"), ours.get("epoch_seconds_min")
-        if med and fast and med > 1.25 * fast:  # epochs this uneven: the cores were shared
+        if med and fast and med > 1.25 * fast:  # epochs this uneven: other load on the cores
             e = ours["epochs"]
-            target += (f" Its epochs were uneven (the machine was shared with other jobs): the median "
+            target += (f" Its epochs were uneven (other load on the machine or its host): the median "
                        f"took {med:.1f} s and the fastest {fast:.1f} s; at the fastest epoch's pace the "
                        f"{e} epochs would take {e * fast / 60:.0f} minutes (an extrapolation, "
                        "not a measurement).")
