@@ -91,7 +91,8 @@ TARGETS = {"best-5": (13.0, 20), "best-30": (2.0, 20), "best-64": (1.0, None)}
 # pipeline on this project's 2-core CPU.
 PYTHAE_16 = ("pythae default AE, 16 numbers, 10 epochs, its own pipeline (measured here)", 7.28)
 ROW_KEYS = ("model", "latent_dim", "params", "sse_per_image", "sse_per_image_std", "mse_per_pixel",
-            "psnr_db", "knn_accuracy", "probe_accuracy", "epochs", "train_seconds")  # None if not run
+            "psnr_db", "knn_accuracy", "probe_accuracy", "epochs", "train_seconds",
+            "hardware")  # None if not run
 
 
 # --- training -------------------------------------------------------------------------
