@@ -202,7 +202,8 @@ def test_results_quick_writes_the_table_json_and_figure(mnist_dir, tmp_path, cap
     assert "--quick run" in md and "| PCA, 30 numbers | `pca` | 30 |" in md and "not run yet" in md
     assert "| 1 of 3 (partial) | `best-30` |" in md
     assert "- best 64-number model: target ≤ 1.0, not run yet" in md
-    assert re.search(r"- best 30-number model: target ≤ 2\.0, best [\d.]+ \(.*\): missed", md)
+    assert re.search(r"- best 30-number model: target ≤ 2\.0 over 3 seeds, trained in ≤ 20 min; "
+                     r"best [\d.]+ \(.*, 1 of 3 seeds\).*: \*\*missed\*\*", md)  # 1 seed of 3 trained
     for group in ("vae", "anomaly", "denoise"):  # not run: their sections say how
         assert f"`aelab results --only {group}` writes" in md
     assert (out / "img" / "compare30.png").stat().st_size > 10_000
