@@ -221,9 +221,10 @@ def _seed_result(run_dir: Path, *, data_dir, device, quick, refine: int = 0) -> 
     ev = _cached_eval(run_dir, refine=refine, data_dir=data_dir, device=device)
     n_fit, n_score = QUICK_REPRESENT if quick else (None, None)
     ev.update(run_representation(run_dir, data_dir=data_dir, device=device, n_fit=n_fit, n_score=n_score))
-    ev["train_seconds"] = train_seconds(run_dir)  # all epochs
+    metrics = read_metrics(run_dir)
+    ev["train_seconds"] = sum(m["epoch_seconds"] for m in metrics)  # all epochs
     ev["eval_hardware"] = ev.pop("hardware", None) or NOT_RECORDED  # the eval file's machine
-    ev["hardware"] = trained_on(read_metrics(run_dir))  # the machine(s) the time was measured on
+    ev["hardware"] = trained_on(metrics)  # the machine(s) the time was measured on
     return ev
 
 
@@ -534,13 +535,12 @@ def read_rows(out: Path, group: str) -> list[dict]:
 
 
 def write_reconstruction(rows: list[dict], out: Path, *, data_dir=None, device="auto") -> None:
-    public = list(rows)  # each row names its own machine (`hardware`)
     published = [{"name": name, "model": "published", "latent_dim": 30, "sse_per_image": sse,
                   "citation": CITATION, "missing": False} for name, sse in PUBLISHED]
     published.append({"name": PYTHAE_16[0], "model": "pythae-ae", "latent_dim": 16,
                       "sse_per_image": PYTHAE_16[1], "citation": "measured, not published",
                       "missing": False})
-    atomic_write_json(out / "results.json", public + published)
+    atomic_write_json(out / "results.json", rows + published)  # each row names its own machine
     compare_figure(rows, out / "img" / "compare30.png", data_dir=data_dir, device=device)
 
 
