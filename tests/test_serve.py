@@ -21,6 +21,7 @@ pytest.importorskip("fastapi")
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 MAP_SIZE = 500
 JSON = {"content-type": "application/json"}
+GOOD = [0.0] * 784  # a valid image: all black
 API_PATHS = {"/api/models", "/api/encode", "/api/decode", "/api/reconstruct", "/api/compare",
              "/api/map", "/api/map/decode", "/api/directions", "/api/interpolate", "/api/stats"}
 
@@ -184,6 +185,71 @@ def test_openapi_documents_every_endpoint(client):
     assert not re.search(r"(src|href)=\"(https?:)?//", docs.text)
 
 
+def test_openapi_declares_what_validation_checks(client):
+    """Model ids, pixel range and code sizes are in the document, not only in the handlers
+    (tests/test_openapi_contract.py has schemathesis check that the two agree)."""
+    spec = ok(client.get("/openapi.json"))
+    schemas, paths = spec["components"]["schemas"], spec["paths"]
+    assert schemas["ImageIn"]["properties"]["model"]["enum"] == ["linear", "conv"]
+    flat = schemas["ImageIn"]["properties"]["image"]["anyOf"][0]
+    assert (flat["minItems"], flat["maxItems"], flat["items"]["minimum"], flat["items"]["maximum"]) \
+        == (784, 784, 0, 1)
+    decode = paths["/api/decode"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    codes = [schemas[v["$ref"].rsplit("/", 1)[1]]["properties"]["code"] for v in decode["oneOf"]]
+    assert [(c["minItems"], c["maxItems"]) for c in codes] == [(5, 5), (64, 64)]
+    for path in ("/api/map", "/api/directions"):
+        assert paths[path]["get"]["parameters"][0]["schema"]["enum"] == ["linear", "conv"]
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            if method == "post":
+                assert {"200", "400", "413", "422"} <= set(op["responses"]), path
+                assert "InvalidOut" in json.dumps(op["responses"]["422"])
+
+
+@pytest.mark.parametrize(("path", "body", "field", "inside", "outside"), [
+    ("/api/encode", {"model": "linear"}, "image", [1.0] * 784, [1.0001] + [1.0] * 783),
+    ("/api/encode", {"model": "linear"}, "image", [0] * 784, [-1e-9] + [0.0] * 783),
+    ("/api/decode", {"model": "linear"}, "code", [1e4, -1e4, 0, 0, 0], [1.0001e4, 0, 0, 0, 0]),
+    ("/api/map/decode", {"model": "conv"}, "point", [-1e4, 1e4], [-1.0001e4, 0]),
+    ("/api/interpolate", {"model": "conv", "start": {"image": GOOD}, "end": {"image": GOOD}},
+     "steps", 64, 65),
+    ("/api/interpolate", {"model": "conv", "start": {"image": GOOD}, "end": {"image": GOOD}},
+     "steps", 3.0, 2.5),  # 3.0 is an integer to JSON Schema, so to the API too
+])
+def test_declared_limits_are_the_enforced_ones(client, path, body, field, inside, outside):
+    assert post(client, path, {**body, field: inside}).status_code == 200
+    assert post(client, path, {**body, field: outside}).status_code == 422
+
+
+def test_one_served_model_with_any_folder_name_gets_the_same_checks(seed_runs, mnist_dir, tmp_path):
+    """One run: no union of per-model bodies; a folder name that is no identifier still
+    makes a valid OpenAPI component name."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    run = shutil.copytree(seed_runs["linear"], tmp_path / "my run (v2)")
+    with TestClient(serve.create_app([run], data_dir=mnist_dir, map_size=10)) as c:
+        spec = ok(c.get("/openapi.json"))
+        assert all(re.fullmatch(r"[\w.-]+", name) for name in spec["components"]["schemas"])
+        assert ok(post(c, "/api/decode", {"model": "my run (v2)", "code": [0.0] * 5}))["image"]
+        r = post(c, "/api/decode", {"model": "my run (v2)", "code": [0.0] * 4})
+        assert r.status_code == 422 and "takes 5" in r.text
+        assert post(c, "/api/decode", {"model": "linear", "code": [0.0] * 5}).status_code == 422
+
+
+def test_an_unreadable_body_gets_the_documented_400(client):
+    r = client.post("/api/encode", content=b'{"model": "conv", "image": "\xff"}', headers=JSON)
+    assert r.status_code == 400 and "UTF-8" in r.json()["detail"]
+
+
+def test_allow_names_every_method_of_the_path(client):
+    r = client.options("/api/stats")  # GET and DELETE are two routes on one path
+    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "DELETE"}
+    r = client.put("/api/encode")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
 def test_server_side_timings_are_recorded_and_sent(client):
     assert client.delete("/api/stats").status_code == 204
     r = post(client, "/api/decode", {"model": "linear", "code": [0.0] * 5})
@@ -206,7 +272,6 @@ def test_timing_rings_do_not_grow_with_traffic():
 
 # --- bad input: a 4xx that says what is wrong -------------------------------------------------
 
-GOOD = [0.0] * 784
 BAD_BODIES = [
     ("/api/encode", {"model": "conv", "image": [0.0] * 783}, 422, "got 783 numbers"),
     ("/api/encode", {"model": "conv", "image": [[0.0] * 27] * 28}, 422, "28 rows of 28"),
@@ -217,23 +282,29 @@ BAD_BODIES = [
     ("/api/encode", {"model": "conv", "image": {"0": 1}}, 422, "not an object"),
     ("/api/encode", {"model": "conv"}, 422, "Field required"),
     ("/api/encode", {"model": "conv", "image": GOOD, "extra": 1}, 422, "Extra inputs"),
-    ("/api/encode", {"model": "nope", "image": GOOD}, 404,
-     "unknown model 'nope'; loaded models: linear, conv"),
-    ("/api/encode", {"model": "../../etc/passwd", "image": GOOD}, 404, "unknown model"),
-    ("/api/encode", {"model": 3, "image": GOOD}, 422, "valid string"),
+    ("/api/encode", {"model": "nope", "image": GOOD}, 422, "Input should be 'linear' or 'conv'"),
+    ("/api/encode", {"model": "../../etc/passwd", "image": GOOD}, 422, "should be 'linear' or"),
+    ("/api/encode", {"model": 3, "image": GOOD}, 422, "should be 'linear' or 'conv'"),
+    ("/api/decode", {"model": "nope", "code": [0.0] * 5}, 422,
+     "model should be one of the loaded models: 'linear', 'conv'"),
+    ("/api/decode", {"code": [0.0] * 5}, 422, "one of the loaded models"),
     ("/api/decode", {"model": "linear", "code": [0.0] * 4}, 422,
      "code has 4 numbers but model 'linear' takes 5"),
     ("/api/decode", {"model": "linear", "code": [1e30] * 5}, 422, "too large"),
     ("/api/decode", {"model": "linear", "code": [10**400] * 5}, 422, "too large for a float"),
-    ("/api/decode", {"model": "linear", "code": []}, 422, "got 0 numbers"),
+    ("/api/decode", {"model": "linear", "code": []}, 422, "code has 0 numbers"),
     ("/api/map/decode", {"model": "conv", "point": [1.0]}, 422, "two numbers"),
     ("/api/interpolate", {"model": "conv", "start": {"image": GOOD, "code": [0.0] * 64},
                           "end": {"image": GOOD}}, 422, "exactly one of image or code"),
+    ("/api/interpolate", {"model": "conv", "start": {}, "end": {"image": GOOD}}, 422,
+     "exactly one of image or code"),
+    ("/api/interpolate", {"model": "linear", "start": {"code": [0.0] * 64}, "end": {"image": GOOD}},
+     422, "code has 64 numbers but model 'linear' takes 5"),
     ("/api/interpolate", {"model": "conv", "start": {"image": GOOD}, "end": {"image": GOOD},
                           "steps": 1}, 422, "greater than or equal to 2"),
     ("/api/interpolate", {"model": "conv", "start": {"image": GOOD}, "end": {"image": GOOD},
                           "steps": 2.5}, 422, "valid integer"),
-    ("/api/compare", {"image": GOOD, "models": ["conv", "nope"]}, 404, "unknown model 'nope'"),
+    ("/api/compare", {"image": GOOD, "models": ["conv", "nope"]}, 422, "should be 'linear' or"),
 ]
 
 
@@ -266,7 +337,8 @@ def test_a_body_over_the_limit_gets_413_declared_or_streamed(client):
 
 
 def test_query_parameters_are_checked(client):
-    assert client.get("/api/map", params={"model": "x" * 5000}).status_code == 404
+    r = client.get("/api/map", params={"model": "x" * 5000})
+    assert r.status_code == 422 and "should be 'linear' or 'conv'" in r.text and len(r.content) < 2000
     assert "Field required" in client.get("/api/directions").text
 
 
@@ -330,7 +402,7 @@ def test_fuzzed_requests_never_get_a_5xx(client, path, payload):
 @settings(max_examples=60, **FUZZ)
 @given(path=st.sampled_from(["/api/map", "/api/directions"]), model=st.text(max_size=30))
 def test_fuzzed_queries_never_get_a_5xx(client, path, model):
-    assert client.get(path, params={"model": model}).status_code in (200, 404)
+    assert client.get(path, params={"model": model}).status_code in (200, 422)
 
 
 # --- start-up and the command line ------------------------------------------------------------

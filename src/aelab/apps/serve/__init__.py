@@ -8,8 +8,9 @@ gets a 4xx that names what is wrong; a body over MAX_BODY_BYTES gets a 413.
 
 Modules, bottom to top:
 
-- schemas.py: input checks (check_image/check_code/check_point, RequestError) and the
-  pydantic request and response models;
+- schemas.py: input checks (check_image/check_code/check_point, RequestError), the
+  pydantic request models (built per app by request_models: model ids and code sizes
+  come from the runs served) and the response models;
 - inference.py: the loaded models (Model, Explorer, load_explorer) and the projections
   behind the latent map and the sliders;
 - middleware.py: server-side timings (/api/stats, Server-Timing) and the body-size limit;

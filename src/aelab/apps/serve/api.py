@@ -13,12 +13,15 @@ import ipaddress
 import json
 import socket
 from pathlib import Path
+from typing import Annotated
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match, Route
 
 from ... import __version__
 from ...errors import AelabError
@@ -27,18 +30,20 @@ from .inference import Explorer, load_explorer, pixels_out
 from .middleware import MAX_BODY_BYTES, BodyLimitMiddleware, TimingMiddleware, Timings
 from .schemas import (
     IMAGE_SHAPE,
-    CodeIn,
     CodeOut,
-    CompareIn,
     CompareOut,
-    ImageIn,
+    DirectionsOut,
     ImageOut,
-    InterpolateIn,
     InterpolateOut,
+    InvalidOut,
     MapDecodeOut,
-    PointIn,
+    MapOut,
+    MessageOut,
+    ModelInfo,
     ReconstructOut,
     RequestError,
+    RouteTimes,
+    request_models,
 )
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -70,7 +75,32 @@ def _error_handlers():
                   for e in exc.errors()]
         return json_response({"detail": detail}, 422)
 
-    return {RequestError: request_error, RequestValidationError: validation_error}
+    async def unreadable_body(_request, _exc):
+        # FastAPI's 400 "There was an error parsing the body": bytes that are not UTF-8, or
+        # JSON nested too deep for Python's parser
+        return json_response({"detail": "the body cannot be read: send JSON as UTF-8 text, "
+                              "nested less than 1,000 levels deep"}, 400)
+
+    async def method_not_allowed(request: Request, exc):
+        # Starlette's Allow names the first route on the path only (GET of /api/stats, not
+        # its DELETE); list every route's methods instead
+        allowed = {method for route in request.app.routes if isinstance(route, Route)
+                   and route.matches(request.scope)[0] != Match.NONE for method in route.methods}
+        exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return await http_exception_handler(request, exc)
+
+    return {RequestError: request_error, RequestValidationError: validation_error,
+            400: unreadable_body, 405: method_not_allowed}
+
+
+# Errors each kind of operation can answer (the OpenAPI document lists them; every 4xx is
+# JSON with a "detail": a list of {loc, msg, type} for 422, one message otherwise)
+INVALID = {422: {"model": InvalidOut, "description": "a field is missing, of the wrong type or "
+                 "shape, out of range, or names a model not served"}}
+BODY_ERRORS = {**INVALID,
+               400: {"model": MessageOut, "description": "the body cannot be read (not UTF-8, or "
+                     "nested too deep)"},
+               413: {"model": MessageOut, "description": "the body is over the size limit"}}
 
 
 def _add_model_routes(app, ex: Explorer) -> None:
@@ -78,61 +108,61 @@ def _add_model_routes(app, ex: Explorer) -> None:
     running it on the event loop skips a thread hop and 40 threads fighting for the GIL
     (with 50 clients a thread pool measured 40x worse server-side p50; a much larger model
     would want plain `def` instead). See benchmarks/serve_load.py."""
-    documented = {404: {"description": "unknown model"}, 413: {"description": "body too large"}}
-    post = functools.partial(app.post, responses=documented)
+    req = request_models({m.id: m.latent_dim for m in ex.models.values()})
+    post = functools.partial(app.post, responses=BODY_ERRORS)
+    get = functools.partial(app.get, responses=INVALID)
+    ModelQuery = Annotated[req.model_id, Query()]
     cached = {(kind, m.id): json_bytes(getattr(m, f"{kind}_json"))
               for m in ex.models.values() for kind in ("map", "directions")}
 
     def cached_json(kind: str, model_id: str):
-        m = ex.get(model_id, ("query", "model"))
-        return Response(cached[kind, m.id], media_type="application/json")
+        return Response(cached[kind, model_id], media_type="application/json")
 
-    @app.get("/api/models", summary="The models served, with code sizes")
+    @app.get("/api/models", response_model=list[ModelInfo], summary="The models served, with code sizes")
     async def models():
         return json_response([m.info() for m in ex.models.values()])
 
     @post("/api/encode", response_model=CodeOut, summary="Image -> code")
-    async def encode(body: ImageIn):
+    async def encode(body: req.ImageIn):
         m = ex.get(body.model)
         return json_response({"model": m.id, "code": m.encode(body.image).numpy()})
 
     @post("/api/decode", response_model=ImageOut, summary="Code -> image")
-    async def decode(body: CodeIn):
+    async def decode(body: req.CodeIn):
         m = ex.get(body.model)
         return json_response({"model": m.id, "image": pixels_out(m.decode(body.code))})
 
     @post("/api/reconstruct", response_model=ReconstructOut, summary="Image -> code -> image")
-    async def reconstruct(body: ImageIn):
+    async def reconstruct(body: req.ImageIn):
         return json_response(ex.get(body.model).reconstruct(body.image))
 
     @post("/api/compare", response_model=CompareOut,
           summary="One image through several models (one request: what the page sends per stroke)")
-    async def compare(body: CompareIn):
+    async def compare(body: req.CompareIn):
         ids = body.models if body.models is not None else list(ex.models)
-        models = [ex.get(i, ("body", "models")) for i in ids]  # all checked before any work
-        return json_response({"results": [m.reconstruct(body.image) for m in models]})
+        return json_response({"results": [ex.get(i).reconstruct(body.image) for i in ids]})
 
-    @app.get("/api/map", summary="Test codes in 2-D (the codes, or their PCA) with digit labels",
-             responses=documented)
-    async def latent_map(model: str):
+    @get("/api/map", response_model=MapOut,
+         summary="Test codes in 2-D (the codes, or their PCA) with digit labels")
+    async def latent_map(model: ModelQuery):
         return cached_json("map", model)
 
     @post("/api/map/decode", response_model=MapDecodeOut, summary="Map point -> code -> image")
-    async def map_decode(body: PointIn):
+    async def map_decode(body: req.PointIn):
         m = ex.get(body.model)
         code = m.plane_code(body.point)
         image = m.decode_many(code.view(1, -1))[0]
         return json_response({"model": m.id, "point": body.point, "code": code.numpy(),
                               "image": pixels_out(image)})
 
-    @app.get("/api/directions", summary="Slider directions: code axes, or top principal directions",
-             responses=documented)
-    async def directions(model: str):
+    @get("/api/directions", response_model=DirectionsOut,
+         summary="Slider directions: code axes, or top principal directions")
+    async def directions(model: ModelQuery):
         return cached_json("directions", model)
 
     @post("/api/interpolate", response_model=InterpolateOut,
           summary="Decode the straight line between two codes (or encoded images)")
-    async def interpolate(body: InterpolateIn):
+    async def interpolate(body: req.InterpolateIn):
         m = ex.get(body.model)
         codes, images = m.interpolate(body.start, body.end, body.steps)
         return json_response({"model": m.id, "codes": codes.numpy(), "images": pixels_out(images)})
@@ -152,7 +182,8 @@ def _add_page_routes(app) -> None:
     async def no_icon():  # browsers ask for one; "none" beats a 404 in the console
         return Response(status_code=204)
 
-    @app.get("/api/stats", summary="Server-side handler times per route (p50, p99, max)")
+    @app.get("/api/stats", response_model=dict[str, RouteTimes],
+             summary="Server-side handler times per route (p50, p99, max)")
     async def stats(request: Request):
         return json_response(request.app.state.timings.summary())
 

@@ -16,7 +16,7 @@ from ...data.batches import encode_all
 from ...errors import AelabError
 from ...runs import load_run
 from . import MAP_SIZE
-from .schemas import PIXELS, RequestError
+from .schemas import PIXELS, ImageEnd, RequestError
 
 MAX_SLIDERS = 8  # above this many code numbers the sliders follow principal directions
 IMAGE_DIGITS = 4  # decimals sent per pixel: finer than one 8-bit grey level (1/255)
@@ -132,8 +132,8 @@ class Model:
         return self.plane.mean + torch.from_numpy(point[:k]) @ self.plane.axes  # (D,)
 
     def endpoint_code(self, end) -> torch.Tensor:
-        """`end`: a schemas.End (exactly one of .image and .code is set)."""
-        return self.encode(end.image) if end.image is not None else self._code(end.code)
+        """`end`: a schemas.ImageEnd (encoded first) or a code end (its .code)."""
+        return self.encode(end.image) if isinstance(end, ImageEnd) else self._code(end.code)
 
     def interpolate(self, start, end, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = self.endpoint_code(start), self.endpoint_code(end)
@@ -148,10 +148,12 @@ class Explorer:
     def __init__(self, models: list[Model]):
         self.models = {m.id: m for m in models}
 
-    def get(self, model_id: str, loc: tuple = ("body", "model")) -> Model:
+    def get(self, model_id: str) -> Model:
+        """The model `model_id`; the API's request models have already checked that it is
+        one of these (a RequestError here is a 422 all the same)."""
         if model_id not in self.models:
             raise RequestError(f"unknown model {model_id[:100]!r}; loaded models: "
-                               f"{', '.join(self.models)}", loc=loc, status=404)
+                               f"{', '.join(self.models)}", loc=("body", "model"))
         return self.models[model_id]
 
 

@@ -1,23 +1,35 @@
 """What the API accepts and answers: input checks and the pydantic request/response models.
 
-Every check raises ValueError, which pydantic turns into a 422 naming the field; input the
-models pass but a handler cannot use (an unknown model id, a code of the wrong size) raises
-RequestError instead.
+The request models depend on the models served (their ids and code sizes), so
+`request_models` builds them when the app is built: model ids become an enum and each
+model's code size a fixed array length, and the OpenAPI document declares exactly what
+validation checks (pixel range, shapes, ids). Every check raises ValueError, which pydantic
+turns into a 422 naming the field.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the models' annotations at run time.
 
-from typing import Annotated, Any
+from types import SimpleNamespace
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    create_model,
+)
 
 from ...errors import AelabError
 
 PIXELS = 28 * 28
 MAX_STEPS = 64  # interpolation images per request
 MAX_CODE_ABS = 1e4  # far beyond any trained code; keeps float32 decoding finite
-MAX_CODE_LEN = 4096  # code numbers per request
 IMAGE_SHAPE = "784 numbers in [0, 1] (28x28, row-major) or 28 rows of 28"
 
 
@@ -80,9 +92,7 @@ def check_image(value) -> np.ndarray:
     return arr.astype("float32")
 
 
-def _bounded(value, what: str, shape: str, max_len: int) -> np.ndarray:
-    if isinstance(value, list) and not 1 <= len(value) <= max_len:
-        raise ValueError(f"{what} must be {shape}; got {len(value)} numbers")
+def _bounded(value, what: str, shape: str) -> np.ndarray:
     arr = _numbers(value, what, shape)
     big = abs(arr) > MAX_CODE_ABS
     if big.any():
@@ -92,76 +102,123 @@ def _bounded(value, what: str, shape: str, max_len: int) -> np.ndarray:
     return arr.astype("float32")
 
 
-def check_code(value) -> np.ndarray:
-    return _bounded(value, "code", "an array of numbers, one per code dimension", MAX_CODE_LEN)
+def check_code(value, size: int, model_id: str) -> np.ndarray:
+    """JSON code -> float32 array (size,) for the model `model_id`, which takes `size` numbers."""
+    if isinstance(value, list) and len(value) != size:
+        raise ValueError(f"code has {len(value)} numbers but model {model_id!r} takes {size}")
+    return _bounded(value, "code", f"{size} numbers, one per code dimension")
+
+
+def whole_number(value):
+    """3.0 -> 3 (JSON Schema counts it an integer); anything else as it came, for a strict int."""
+    return int(value) if type(value) is float and value.is_integer() else value
 
 
 def check_point(value) -> np.ndarray:
-    arr = _bounded(value, "point", "two numbers [x, y] in the map's coordinates", 2)
-    if arr.size != 2:
-        raise ValueError(f"point must be two numbers [x, y]; got {arr.size}")
-    return arr
+    if isinstance(value, list) and len(value) != 2:
+        raise ValueError(f"point must be two numbers [x, y]; got {len(value)}")
+    return _bounded(value, "point", "two numbers [x, y] in the map's coordinates")
 
 
-# --- request and response models -------------------------------------------------------------
+# --- the JSON schemas those checks enforce ---------------------------------------------------
 
-_NUMBER_ARRAY = {"type": "array", "items": {"type": "number"}}
+
+def _numbers_schema(n: int, low: float, high: float, **extra) -> dict:
+    return {"type": "array", "minItems": n, "maxItems": n,
+            "items": {"type": "number", "minimum": low, "maximum": high}, **extra}
+
+
 _IMAGE_SCHEMA = {"description": IMAGE_SHAPE, "anyOf": [
-    {**_NUMBER_ARRAY, "minItems": PIXELS, "maxItems": PIXELS},
-    {"type": "array", "minItems": 28, "maxItems": 28,
-     "items": {**_NUMBER_ARRAY, "minItems": 28, "maxItems": 28}}]}
+    _numbers_schema(PIXELS, 0, 1),
+    {"type": "array", "minItems": 28, "maxItems": 28, "items": _numbers_schema(28, 0, 1)}]}
 
 Image = Annotated[Any, AfterValidator(check_image), WithJsonSchema(_IMAGE_SCHEMA)]
-Code = Annotated[Any, AfterValidator(check_code), WithJsonSchema(
-    {**_NUMBER_ARRAY, "description": "one number per code dimension (see GET /api/models)"})]
-Point = Annotated[Any, AfterValidator(check_point), WithJsonSchema(
-    {**_NUMBER_ARRAY, "minItems": 2, "maxItems": 2, "description": "[x, y] on the latent map"})]
-ModelId = Annotated[str, Field(max_length=200, description="a model id from GET /api/models")]
-floats = list[float]
+Point = Annotated[Any, AfterValidator(check_point), WithJsonSchema(_numbers_schema(
+    2, -MAX_CODE_ABS, MAX_CODE_ABS, description="[x, y] on the latent map"))]
 
 
-class In(BaseModel):
+def code_type(model_id: str, size: int):
+    """A code for model `model_id`: exactly `size` numbers within +-MAX_CODE_ABS."""
+    def check(value):
+        return check_code(value, size, model_id)
+
+    return Annotated[Any, AfterValidator(check), WithJsonSchema(_numbers_schema(
+        size, -MAX_CODE_ABS, MAX_CODE_ABS, description=f"{size} numbers: a code of {model_id}"))]
+
+
+# --- request models: built per app, from the ids and code sizes of the models it serves -------
+
+
+class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
-    model: ModelId
 
 
-class ImageIn(In):
+class ImageEnd(Body):
+    """One end of an interpolation given as an image (encoded first)."""
+
     image: Image
 
 
-class CodeIn(In):
-    code: Code
+def _end_kind(value):
+    keys = {"image", "code"} & set(value) if isinstance(value, dict) else set()
+    return keys.pop() if len(keys) == 1 else None
 
 
-class PointIn(In):
-    point: Point
+def _tagged_union(variants: dict, tag_of, error: str, message: str):
+    """One of `variants` (tag -> model), picked by `tag_of(input)`; if none fits, an error of
+    type `error` saying `message`."""
+    if len(variants) == 1:
+        return next(iter(variants.values()))
+    members = tuple(Annotated[cls, Tag(tag)] for tag, cls in variants.items())
+    return Annotated[Union[members], Discriminator(  # noqa: UP007 (a tuple of members)
+        tag_of, custom_error_type=error, custom_error_message=message)]
 
 
-class End(BaseModel):
-    """One end of an interpolation: an image (encoded first) or a code."""
-
-    model_config = ConfigDict(extra="forbid")
-    image: Image | None = None
-    code: Code | None = None
-
-    @model_validator(mode="after")
-    def one_of(self):
-        if (self.image is None) == (self.code is None):
-            raise ValueError("give exactly one of image or code")
-        return self
+def _model_tag(value):
+    model_id = value.get("model") if isinstance(value, dict) else None
+    return model_id if isinstance(model_id, str) else None
 
 
-class InterpolateIn(In):
-    start: End
-    end: End
-    steps: int = Field(8, ge=2, le=MAX_STEPS, strict=True, description="images in the row")
+def request_models(code_sizes: dict[str, int]) -> SimpleNamespace:
+    """The request bodies (and the `model` query parameter) of an app serving these models,
+    given as id -> code size. Bodies that carry a code are one schema per model, picked by
+    their `model` field, so that each declares its model's code length."""
+    ids = tuple(code_sizes)
+    loaded = f"model should be one of the loaded models: {', '.join(map(repr, ids))}"
+    model_id = Annotated[Literal[ids], Field(description="a model id from GET /api/models")]
+
+    def per_model(name: str, fields) -> Any:
+        variants = {m: create_model(f"{name}_{m}", __base__=Body, __doc__=f"{name} for model {m}",
+                                    model=(Literal[m], ...), **fields(m, code_type(m, n)))
+                    for m, n in code_sizes.items()}
+        return _tagged_union(variants, _model_tag, "unknown_model", loaded)
+
+    def interpolate_fields(m, code):
+        code_end = create_model(f"CodeEnd_{m}", __base__=Body, code=(code, ...),
+                                __doc__="One end of an interpolation given as a code")
+        end = _tagged_union({"image": ImageEnd, "code": code_end}, _end_kind, "end_kind",
+                            "an end is an object with exactly one of image or code")
+        steps = Field(8, ge=2, le=MAX_STEPS, strict=True, description="images in the row")
+        return {"start": (end, ...), "end": (end, ...),
+                "steps": (Annotated[int, BeforeValidator(whole_number)], steps)}
+
+    return SimpleNamespace(
+        model_id=model_id,
+        ImageIn=create_model("ImageIn", __base__=Body, model=(model_id, ...), image=(Image, ...)),
+        PointIn=create_model("PointIn", __base__=Body, model=(model_id, ...), point=(Point, ...)),
+        CompareIn=create_model("CompareIn", __base__=Body, image=(Image, ...), models=(
+            list[model_id] | None,
+            Field(None, max_length=100, description="model ids (default: every model)"))),
+        CodeIn=per_model("CodeIn", lambda m, code: {"code": (code, ...)}),
+        InterpolateIn=per_model("InterpolateIn", interpolate_fields),
+    )
 
 
-class CompareIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    image: Image
-    models: list[ModelId] | None = Field(None, max_length=100,
-                                         description="model ids (default: every model)")
+# --- response models: what the handlers send (they send bytes; these are the docs) -----------
+
+floats = list[float]
+Pixels = Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(
+    min_length=PIXELS, max_length=PIXELS, description="784 numbers in [0, 1], row-major")]
 
 
 class CodeOut(BaseModel):
@@ -171,11 +228,11 @@ class CodeOut(BaseModel):
 
 class ImageOut(BaseModel):
     model: str
-    image: floats = Field(description="784 numbers in [0, 1], row-major")
+    image: Pixels
 
 
 class ReconstructOut(CodeOut):
-    image: floats
+    image: Pixels
 
 
 class MapDecodeOut(ReconstructOut):
@@ -185,8 +242,75 @@ class MapDecodeOut(ReconstructOut):
 class InterpolateOut(BaseModel):
     model: str
     codes: list[floats]
-    images: list[floats]
+    images: list[Pixels]
 
 
 class CompareOut(BaseModel):
     results: list[ReconstructOut]
+
+
+Kind = Literal["code", "pca"]  # a projection onto the code's own axes, or principal directions
+
+
+class Sliders(BaseModel):
+    kind: Kind
+    count: int
+
+
+class MapKind(BaseModel):
+    kind: Kind
+
+
+class ModelInfo(BaseModel):
+    id: str
+    model: str
+    dataset: str
+    latent_dim: int
+    epoch: int | None
+    test_mse: float | None
+    sliders: Sliders
+    map: MapKind
+
+
+class MapOut(BaseModel):
+    model: str
+    kind: Kind
+    explained: floats | None = Field(description="variance fraction per axis (pca only)")
+    bounds: floats = Field(min_length=4, max_length=4, description="[x0, x1, y0, y1]")
+    points: list[floats] = Field(description="[x, y] per test image")
+    labels: list[int] = Field(description="the digit label per test image")
+
+
+class DirectionsOut(BaseModel):
+    model: str
+    kind: Kind
+    mean: floats
+    directions: list[floats] = Field(description="one code-space direction per slider")
+    low: floats
+    high: floats
+    explained: floats | None
+
+
+class RouteTimes(BaseModel):
+    count: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int] = Field(description="where: body or query, then the field")
+    msg: str
+    type: str
+
+
+class InvalidOut(BaseModel):
+    """422: the request parsed but a field is wrong; one entry per problem."""
+
+    detail: list[ErrorItem]
+
+
+class MessageOut(BaseModel):
+    """Any other error: one message."""
+
+    detail: str
