@@ -20,10 +20,11 @@ package version), so the one file is the single source of truth and is written a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
@@ -31,8 +32,12 @@ from safetensors.torch import save as st_save
 from . import __version__
 from ._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .config import TrainConfig
+from .data import load_dataset
+from .data.batches import (as_images, encode_all, gaussian_codes, images_to_float, principal_directions,
+                           standard_normal)
 from .errors import AelabError
 from .models import model_record, rebuild_model
+from .runtime import resolve_device
 
 FORMAT_VERSION = 1
 # Keys of config.json that describe how the run was trained, not what to train.
@@ -210,23 +215,167 @@ def _match_param_layouts(optimizer) -> None:
 
 @dataclass
 class LoadedRun:
-    """A trained model rebuilt from a run folder, with its training config and checkpoint meta."""
+    """A trained model rebuilt from a run folder, with its training config and checkpoint
+    meta; and a handle for people: `encode`, `decode`, `reconstruct` and `sample`.
+
+    Images go in as numpy arrays or torch tensors, uint8 (0..255) or float in [0, 1], in any
+    of `data.batches.IMAGE_LAYOUTS` ((N, 28, 28), (N, 1, 28, 28), (N, 784), one image
+    (28, 28) or (784,)), on any device; what comes out is numpy for numpy in, and a torch
+    tensor on the input's device for torch in. Out-of-range floats (0..255 ones included),
+    other dtypes and shapes raise AelabError. The model runs in eval mode under
+    torch.inference_mode, `batch_size` images at a time, on its own device; the results are
+    float32.
+    """
 
     model: torch.nn.Module
     config: TrainConfig
     meta: dict
     run_dir: Path
+    data_dir: Path | None = None  # where the run's dataset lives (sample() of an autoencoder)
+    batch_size: int = 1000
+    # the Gaussian fitted to the training codes, (mean, directions, variances): on first use
+    _code_gaussian: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters(), torch.empty(0)).device
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.model.latent_dim)
+
+    @property
+    def variational(self) -> bool:
+        """Whether the model declares itself a VAE (samples come from its prior N(0, I))."""
+        return bool(getattr(self.model, "variational", False))
+
+    def encode(self, images):
+        """Codes of images: float32 (N, latent_dim), or (latent_dim,) for one image."""
+        x = as_images(images)  # (N, 28, 28)
+        codes = self._batched(lambda b: self.model.encode(images_to_float(b)), x,
+                              (len(x), self.latent_dim), _device_of(images))
+        return _like(images, codes[0] if _one_image(images) else codes)
+
+    def reconstruct(self, images):
+        """The model's reconstructions of images (its forward pass), float32 in the shape
+        the images came in (uint8 in: floats in [0, 1] out, not uint8)."""
+        x = as_images(images)  # (N, 28, 28)
+        out = self._batched(lambda b: self.model(images_to_float(b)), x,
+                            (len(x), 1, 28, 28), _device_of(images))
+        return _like(images, out.view(images.shape))
+
+    def decode(self, codes):
+        """Images decoded from codes (N, latent_dim) or one code (latent_dim,): float32
+        (N, 28, 28) or (28, 28); numpy for numpy codes, else a tensor on the codes' device."""
+        z = _as_codes(codes, self.latent_dim)  # (N, L)
+        images = self._decode(z, _device_of(codes))
+        return _like(codes, images[0] if codes.ndim == 1 else images)
+
+    def sample(self, n: int, *, seed: int = 0, as_numpy: bool = True):
+        """n images (n, 28, 28) float32 decoded from random codes; the same seed gives the
+        same images. A VAE's codes come from its prior N(0, I); an autoencoder's from a
+        Gaussian with the mean and full covariance of its training codes (the training
+        split of the run's dataset, encoded once, on the first call). numpy by default;
+        as_numpy=False gives a tensor on the model's device."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise AelabError(f"sample(n={n!r}): give a whole number of images >= 1")
+        images = self._decode(gaussian_codes(self._sampling_gaussian(), n, seed), self.device)
+        return images.cpu().numpy() if as_numpy else images
+
+    def _sampling_gaussian(self) -> tuple:
+        if self.variational:
+            return standard_normal(self.latent_dim)
+        if self._code_gaussian is None:
+            train_x, _ = load_dataset(self.config.dataset, "train", self.data_dir,
+                                      options=self.config.dataset_options, log=_quiet)
+            codes = encode_all(self.model, train_x, self.batch_size)  # (N, L)
+            self._code_gaussian = principal_directions(codes)
+        return self._code_gaussian
+
+    def _decode(self, z: torch.Tensor, out_device) -> torch.Tensor:
+        """Codes (N, L) -> images (N, 28, 28) float32 on out_device."""
+        out = self._batched(lambda b: self.model.decode(b.float()), z, (len(z), 1, 28, 28),
+                            out_device)
+        return out[:, 0]
+
+    def _batched(self, fn, inputs: torch.Tensor, shape: tuple, out_device) -> torch.Tensor:
+        """fn over inputs (N, ...) in batches on the model's device, model in eval mode;
+        the results fill a float32 tensor of `shape` on out_device. It is made outside
+        inference mode, so callers may use it in autograd."""
+        out = torch.empty(shape, dtype=torch.float32, device=out_device)
+        dev, was_training = self.device, self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for i in range(0, len(inputs), self.batch_size):
+                    y = fn(inputs[i : i + self.batch_size].to(dev))
+                    out[i : i + len(y)] = y.reshape(len(y), *shape[1:])
+        finally:
+            self.model.train(was_training)
+        return out
+
+
+def _device(device: str | torch.device) -> torch.device:
+    """A torch.device from "auto", "cpu", "cuda", "cuda:1", "mps" or a device itself."""
+    if isinstance(device, torch.device):
+        return device
+    try:
+        return resolve_device(str(device))
+    except RuntimeError:  # torch's "Expected one of cpu, cuda, ... device type" for a typo
+        raise AelabError(f"device {device!r} is not one aelab knows; give auto, cpu, cuda, "
+                         "cuda:N or mps") from None
+
+
+def _quiet(*_a) -> None:
+    pass
+
+
+def _one_image(images) -> bool:
+    return tuple(images.shape) in ((28, 28), (784,))
+
+
+def _device_of(array) -> torch.device:
+    return array.device if torch.is_tensor(array) else torch.device("cpu")
+
+
+def _like(given, result: torch.Tensor):
+    """numpy if `given` was numpy, else the tensor (already on given's device)."""
+    return result if torch.is_tensor(given) else result.numpy()
+
+
+def _as_codes(codes, latent_dim: int) -> torch.Tensor:
+    """Codes (N, L) or one code (L,), numpy or torch, real numbers -> a tensor (N, L)."""
+    if isinstance(codes, np.ndarray):
+        if codes.dtype.kind not in "uif":  # not strings, objects, complex or bool
+            raise AelabError(f"got codes of dtype {codes.dtype}; give real numbers (float)")
+        codes = torch.from_numpy(np.require(codes, dtype=np.float64, requirements="CW"))
+    elif not torch.is_tensor(codes):
+        raise AelabError(f"got codes as {type(codes).__name__}; give a numpy array or a torch "
+                         "tensor")
+    elif codes.is_complex() or codes.dtype == torch.bool:
+        raise AelabError(f"got codes of dtype {str(codes.dtype).removeprefix('torch.')}; "
+                         "give real numbers (float)")
+    if codes.dim() not in (1, 2) or codes.shape[-1] != latent_dim or len(codes) == 0:
+        raise AelabError(f"got codes of shape {tuple(codes.shape)}; this model's codes are "
+                         f"(N, {latent_dim}) or one code ({latent_dim},)")
+    if not torch.isfinite(codes).all():
+        raise AelabError("got codes with NaN or infinite values; give finite numbers")
+    return codes.reshape(-1, latent_dim)
 
 
 def checkpoint_path(run_dir: Path, which: str) -> Path:
     return Path(run_dir) / "checkpoints" / f"{which}.safetensors"
 
 
-def load_run(run_dir, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild the model of a run folder from its checkpoint alone (`best` or `last`)."""
+def load_run(run_dir, which: str = "best", device: str | torch.device = "cpu", *,
+             data_dir=None) -> LoadedRun:
+    """Rebuild the model of a run folder from its checkpoint alone (`best` or `last`), on
+    `device` ("auto": CUDA, then MPS, then the CPU). `data_dir`: where the run's dataset
+    lives, for `sample()` of a deterministic autoencoder (default: aelab's data folder)."""
     run_dir = Path(run_dir)
     if which not in ("best", "last"):
         raise AelabError(f"checkpoint must be 'best' or 'last', not {which!r}")
+    device = _device(device)
     path = checkpoint_path(run_dir, which)
     if not path.is_file():
         hint = "is this a run folder written by `aelab train`?"
@@ -240,4 +389,5 @@ def load_run(run_dir, which: str = "best", device: str | torch.device = "cpu") -
     except RuntimeError as e:
         raise AelabError(f"{path}: weights do not fit model {meta['model']['name']!r}: {e}") from None
     model.to(device).eval()
-    return LoadedRun(model, TrainConfig.from_dict(meta["config"]), meta, run_dir)
+    return LoadedRun(model, TrainConfig.from_dict(meta["config"]), meta, run_dir,
+                     data_dir=Path(data_dir) if data_dir is not None else None)

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ..data import dataset_info, load_dataset
-from ..data.batches import to_float
+# the code statistics are shared with the run handle (aelab.load(run).sample)
+from ..data.batches import encode_all, principal_directions, sample_codes, to_float
 from ..errors import AelabError
 from ..figures import image_rows, save
 from ..models.vae import slerp
@@ -57,32 +58,11 @@ def _name(names: list[str], label) -> str:
 # --- codes ----------------------------------------------------------------------------
 
 
-def encode_all(model, images_u8, batch_size: int = 1000):
-    """Codes of uint8 images (N, 28, 28) on the model's device -> float32 (N, L) on the CPU."""
-    dev = next(model.parameters()).device
-    with torch.inference_mode():
-        out = [model.encode(to_float(images_u8[i : i + batch_size].to(dev))).float().cpu()
-               for i in range(0, len(images_u8), batch_size)]
-    return torch.cat(out)
-
-
 def decode_np(model, z):
     """Codes (n, L) -> images as numpy (n, 28, 28) in [0, 1]."""
     dev = next(model.parameters()).device
     with torch.inference_mode():
         return model.decode(z.float().to(dev)).float().cpu()[:, 0].numpy()
-
-
-def principal_directions(codes):
-    """Mean (L,), principal directions (L, L) as rows, and their variances (L,), largest
-    first: the eigen-decomposition of the codes' covariance, in float64."""
-    c = codes.double()
-    mean = c.mean(0)
-    centred = c - mean
-    cov = centred.T @ centred / max(len(c) - 1, 1)  # (L, L)
-    var, vecs = torch.linalg.eigh(cov)  # ascending
-    order = var.argsort(descending=True)
-    return mean, vecs[:, order].T, var[order].clamp(min=0)
 
 
 def lerp(a, b, t):
@@ -205,18 +185,6 @@ def traversal_figure(model, train_codes, path: Path, title: str = "") -> Path:
     how = "code dimension" if L <= MAX_TRAVERSE else f"principal direction (of {L})"
     head = f"mean code moved -3 to +3 std along each {how}"
     return image_rows(rows, path, title=f"{title}: {head}" if title else head)
-
-
-def sample_codes(train_codes, n: int, *, variational: bool, seed: int):
-    """n random codes (n, L): N(0, I) for a VAE's prior, else a Gaussian with the training
-    codes' mean and full covariance (sampled through its eigen-decomposition, which also
-    copes with a singular covariance)."""
-    g = torch.Generator().manual_seed(seed)
-    eps = torch.randn(n, train_codes.shape[1], generator=g, dtype=torch.float64)
-    if variational:
-        return eps
-    mean, dirs, var = principal_directions(train_codes)
-    return mean + (eps * var.sqrt()) @ dirs  # covariance dirs.T diag(var) dirs
 
 
 def samples_figure(model, train_codes, path: Path, *, variational: bool, seed: int,

@@ -2,13 +2,16 @@
 copies for denoising, per-epoch random generators, and batched reconstruction error.
 
 Everything here works on one uint8 tensor (N, 28, 28) resident on the compute device; no
-per-sample Dataset or PIL step is involved.
+per-sample Dataset or PIL step is involved. `as_images` checks images as a person hands them
+over (numpy or torch, uint8 or float, several layouts); the code section at the end fits and
+samples the Gaussians that random codes are drawn from.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..config import parse_noise
@@ -18,6 +21,72 @@ from ..errors import AelabError
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 28, 28) -> float (B, 1, 28, 28) in [0, 1]."""
     return images_u8.unsqueeze(1).float().div_(255.0)
+
+
+# --- images as people hand them over ----------------------------------------------------
+
+IMAGE_LAYOUTS = "(N, 28, 28), (N, 1, 28, 28), (N, 784), or one image (28, 28) or (784,)"
+_PER_IMAGE = ((28, 28), (1, 28, 28), (784,))  # what follows N in the accepted layouts
+_NUMPY_FLOATS = (np.float16, np.float32, np.float64)  # the float dtypes torch.from_numpy takes
+EXPECTED = "give uint8 images (0..255) or floats in [0, 1]"
+
+
+def as_images(images) -> torch.Tensor:
+    """Images as a person may hand them over -> a torch tensor (N, 28, 28) of their own dtype
+    (uint8, or float in [0, 1]) on their own device; a view of them where possible.
+
+    Takes a numpy array or torch tensor in any of IMAGE_LAYOUTS; raises AelabError saying
+    what was given and what is expected (floats in 0..255 are refused, not saturated)."""
+    x = _as_tensor(images)
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise AelabError(f"got images of dtype {_dtype_name(images)}; {EXPECTED}")
+    shape = tuple(x.shape)
+    if shape in ((28, 28), (784,)):  # one image
+        n = 1
+    elif len(shape) >= 2 and shape[1:] in _PER_IMAGE:
+        n = shape[0]
+    else:
+        raise AelabError(f"got images of shape {shape}; give {IMAGE_LAYOUTS}")
+    if n == 0:
+        raise AelabError(f"got no images (shape {shape}); give at least one")
+    if x.is_floating_point():
+        _check_range(x)
+    return x.reshape(n, 28, 28)
+
+
+def _as_tensor(images) -> torch.Tensor:
+    """A torch tensor sharing memory with numpy `images` where torch can (a copy of a
+    read-only, reversed or long-double array); a tensor as it is."""
+    if torch.is_tensor(images):
+        return images
+    if not isinstance(images, np.ndarray):
+        raise AelabError(f"got images as {type(images).__name__}; give a numpy array or a "
+                         "torch tensor (np.asarray(images) makes one)")
+    if images.dtype.kind == "f" and images.dtype not in _NUMPY_FLOATS:
+        images = images.astype(np.float64)
+    if images.dtype != np.uint8 and images.dtype.kind != "f":  # strings, objects, complex...
+        raise AelabError(f"got images of dtype {images.dtype}; {EXPECTED}")
+    return torch.from_numpy(np.require(images, requirements="CW"))
+
+
+def _dtype_name(images) -> str:
+    return str(images.dtype).removeprefix("torch.")
+
+
+def _check_range(x: torch.Tensor) -> None:
+    lo, hi = (v.item() for v in torch.aminmax(x))
+    if math.isnan(lo) or math.isnan(hi):
+        raise AelabError(f"got float images with NaN values; {EXPECTED}")
+    if hi > 1:
+        raise AelabError(f"got float values up to {hi:g}; give uint8 images or floats in "
+                         "[0, 1] (divide by 255)")
+    if lo < 0:
+        raise AelabError(f"got float values down to {lo:g}; give uint8 images or floats in [0, 1]")
+
+
+def images_to_float(images: torch.Tensor) -> torch.Tensor:
+    """Checked images (B, 28, 28), uint8 or float in [0, 1] -> float32 (B, 1, 28, 28) in [0, 1]."""
+    return to_float(images) if images.dtype == torch.uint8 else images.unsqueeze(1).float()
 
 
 def epoch_generator(seed: int, epoch: int, device="cpu") -> torch.Generator:
@@ -164,3 +233,42 @@ def binarize_u8(images_u8: torch.Tensor, seed: int, batch_size: int = 10_000) ->
         x = images_u8[i : i + batch_size].float().div_(255.0)
         out[i : i + batch_size] = binarize(x, gen).mul_(255).to(torch.uint8)
     return out
+
+
+# --- codes: a Gaussian fitted to them, and random codes drawn from one -------------------
+
+
+def principal_directions(codes: torch.Tensor):
+    """Mean (L,), principal directions (L, L) as rows, and their variances (L,), largest
+    first: the eigen-decomposition of the codes' covariance, in float64."""
+    c = codes.double()
+    mean = c.mean(0)
+    centred = c - mean
+    cov = centred.T @ centred / max(len(c) - 1, 1)  # (L, L)
+    var, vecs = torch.linalg.eigh(cov)  # ascending
+    order = var.argsort(descending=True)
+    return mean, vecs[:, order].T, var[order].clamp(min=0)
+
+
+def standard_normal(latent_dim: int):
+    """N(0, I), a VAE's prior, as (mean, directions, variances) like principal_directions."""
+    return (torch.zeros(latent_dim, dtype=torch.float64), torch.eye(latent_dim, dtype=torch.float64),
+            torch.ones(latent_dim, dtype=torch.float64))
+
+
+def gaussian_codes(gaussian, n: int, seed: int) -> torch.Tensor:
+    """n codes (n, L) float64 on the CPU drawn from a Gaussian given as (mean, directions,
+    variances); sampling through the eigen-decomposition copes with a singular covariance.
+    The same seed gives the same codes."""
+    mean, dirs, var = gaussian
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(n, len(mean), generator=g, dtype=torch.float64)
+    return mean + (eps * var.sqrt()) @ dirs  # covariance dirs.T diag(var) dirs
+
+
+def sample_codes(train_codes: torch.Tensor, n: int, *, variational: bool, seed: int) -> torch.Tensor:
+    """n random codes (n, L): N(0, I) for a VAE's prior, else a Gaussian with the training
+    codes' mean and full covariance."""
+    L = train_codes.shape[1]
+    return gaussian_codes(standard_normal(L) if variational else principal_directions(train_codes),
+                          n, seed)
