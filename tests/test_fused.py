@@ -96,7 +96,7 @@ def test_training_run_equals_autograd_run_and_resumes(model, mnist_dir, tmp_path
     cfg = TrainConfig(model=model, epochs=2, limit=640, device="cpu", figure_every=100)
     quiet = dict(data_dir=mnist_dir, log=lambda _m: None, progress=False)
     fast = train(cfg, tmp_path / "fused", **quiet)
-    slow = train(cfg, tmp_path / "autograd", fused=False, **quiet)
+    slow = train(cfg.replace(fast=False), tmp_path / "autograd", **quiet)
     for a, b in zip(fast.metrics, slow.metrics, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["test_mse"] == pytest.approx(b["test_mse"], rel=1e-4)

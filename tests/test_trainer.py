@@ -95,7 +95,7 @@ def test_options_train_and_lower_the_loss(mnist_dir, tmp_path, kw):
 def test_compile_trains_the_same_as_eager_on_cpu(mnist_dir, tmp_path):
     # --compile wraps the whole loss (convmm's forward, with its autograd function)
     cfg = _cfg(model="conv", limit=256, figure_every=100)
-    eager = train(cfg, tmp_path / "eager", data_dir=mnist_dir, log=_quiet, fused=False)
+    eager = train(cfg.replace(fast=False), tmp_path / "eager", data_dir=mnist_dir, log=_quiet)
     t = Trainer(cfg.replace(compile=True), tmp_path / "compiled", data_dir=mnist_dir, log=_quiet)
     t.run()
     assert t.choice.name == "autograd" and "compiled" in t.choice.fast_refused
@@ -127,3 +127,55 @@ def test_ddp_two_cpu_processes_match_one_process(mnist_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == [
         "best.json", "best.safetensors", "last.json", "last.safetensors"]
     assert ddp[-1]["test_mse"] == pytest.approx(single.metrics[-1]["test_mse"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_ddp_of_a_conv_model_keeps_gradient_strides_on_the_fast_path(mnist_dir, tmp_path):
+    """channels_last weights of size 1 in a channel (the first convolution's [16, 1, 3, 3])
+    once got gradients with other strides than DDP's buckets: a warning per process and a
+    copy per step. Their strides are made plain before DDP is built."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    p = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "aelab", "train",
+                        "conv", "--epochs", "1", "--limit", "512", "--device", "cpu",
+                        "--data-dir", str(mnist_dir), "--run-dir", str(tmp_path / "ddp")],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Grad strides do not match" not in p.stderr
+
+
+def _flushed_on_every_thread() -> bool | None:
+    """True if every compute thread flushes subnormals, False if none does, None if mixed:
+    a matrix product of subnormal-making numbers is split over PyTorch's OpenMP threads."""
+    a = torch.full((512, 512), 1e-20)
+    zeros = int(((a @ a) == 0).sum())
+    return True if zeros == a.numel() else False if zeros == 0 else None
+
+
+@pytest.mark.parametrize("caller_flushes", [False, True])
+def test_train_flushes_subnormals_while_it_trains_and_gives_the_setting_back(
+        caller_flushes, mnist_dir, tmp_path, monkeypatch):
+    """The library needs no prepare_process() for the command's speed (Adam's moments decay
+    into subnormals, which x86 handles slowly) and leaves the caller's setting as it was,
+    on the compute threads too (each thread has its own; the pool is running already)."""
+    import aelab.train.trainer as trainer_mod
+    from aelab.runtime import denormals_flushed, set_flush_denormal
+
+    seen, real = [], trainer_mod.Trainer.train_epoch
+
+    def recording(self, epoch):
+        seen.append(_flushed_on_every_thread())
+        return real(self, epoch)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_epoch", recording)
+    before = _flushed_on_every_thread()
+    if not set_flush_denormal(bool(before)):
+        pytest.skip("this CPU cannot flush subnormals (not x86 with SSE3)")
+    torch.set_flush_denormal(caller_flushes)  # as a caller would: its own thread only
+    try:
+        train(_cfg(epochs=2), tmp_path / "r", data_dir=mnist_dir, log=_quiet)
+        assert denormals_flushed() == caller_flushes  # the caller's own thread
+        if not caller_flushes:
+            assert _flushed_on_every_thread() is False
+    finally:
+        set_flush_denormal(bool(before))
+    assert seen == [True, True]

@@ -3,11 +3,12 @@
 Notebook API (the CLI calls the same functions)::
 
     import aelab
-    aelab.runtime.prepare_process()                            # optional: the CLI's speed settings
     train_x, train_y = aelab.load_dataset("mnist", "train")   # uint8 (60000, 28, 28), int64
     model = aelab.build_model("conv")
     result = aelab.train(aelab.TrainConfig(model="conv", epochs=2))
     run = aelab.load(result.run_dir)                           # .model, .config, .meta
+    recon = run.reconstruct(train_x[:8])                       # uint8 or [0, 1] images in
+    samples = run.sample(16)                                   # numpy (16, 28, 28)
     print(aelab.evaluate_run(result.run_dir)["sse_per_image"])
 
 The package, bottom to top (a module imports only from layers below it; tests/test_layers.py
@@ -26,15 +27,16 @@ _LAZY = {
     "build_model": "models", "MODELS": "models", "register_model": "models",
     "count_parameters": "models",
     "TrainConfig": "config",
-    "train": "train", "resume": "train", "Trainer": "train",
-    "load": ("runs", "load_run"), "load_run": "runs",
+    "resume": "train", "Trainer": "train",  # aelab.train is the train package, and callable
+    "load": ("runs", "load_run"), "load_run": "runs", "LoadedRun": "runs",
+    "to_float": "data.batches", "images_to_float": "data.batches", "as_images": "data.batches",
     "evaluate_run": "evaluate", "reconstruction_sse": "evaluate",
     "AelabError": "errors",
 }
 _SUBMODULES = ("apps", "cli", "config", "data", "errors", "evaluate", "figures", "models", "pca",
                "presets", "represent", "runs", "runtime", "train")
 
-__all__ = ["__version__", *sorted(_LAZY)]  # noqa: PLE0604
+__all__ = ["__version__", "train", *sorted(_LAZY)]  # noqa: PLE0604
 
 
 def __getattr__(name):

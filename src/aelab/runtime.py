@@ -2,8 +2,10 @@
 device, and what this machine is (for every figure that quotes a speed).
 
 `prepare_process()` is called by the `aelab` command (and the benchmark's aelab side)
-before any computation starts; the library's own `train()` never changes process-wide
-settings, so a notebook or script that wants the same speed calls it once itself:
+before any computation starts. The library's own `train()` needs no preparation: it flushes
+subnormals for the training alone (`flushing_denormals`) and gives the caller's process its
+setting back; only the malloc setting below is the command's alone (a process-wide change
+that cannot be read back, worth a few per cent):
 
 - Subnormal floats are flushed to zero: x86 handles them ~100x slower, and Adam's moments
   and dead units decay into them. The setting is per thread and worker threads inherit it
@@ -22,6 +24,7 @@ import ctypes.util
 import os
 import platform
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -51,8 +54,67 @@ def prepare_process(threads: int | None = None) -> None:
         if threads < 1:
             raise AelabError(f"--threads {threads}: give at least 1")
         torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
+    set_flush_denormal(True)
     keep_freed_memory()
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread flushes subnormal floats to zero. PyTorch has a setter only, so
+    this asks the arithmetic: a subnormal times one is zero only when they are flushed."""
+    return torch.tensor(1e-39, dtype=torch.float32).mul(1.0).item() == 0.0
+
+
+@contextmanager
+def flushing_denormals():
+    """Flush subnormals to zero inside the block, on every compute thread, and restore the
+    caller's setting after it, however the block ends (the library's `train()` runs inside
+    one)."""
+    before = denormals_flushed()
+    set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        set_flush_denormal(before)
+
+
+def set_flush_denormal(flush: bool) -> bool:
+    """torch.set_flush_denormal on this thread and on each of PyTorch's OpenMP threads.
+
+    The setting is a CPU register of each thread, and a thread copies it from the one that
+    starts it: PyTorch's OpenMP pool (which also runs MKL's matrix products) is started by
+    the first parallel operation and then keeps its own. Set on the calling thread alone, a
+    pool started earlier (any large tensor operation in a notebook) would keep computing
+    with subnormals, and a pool started during training would keep flushing after it. So a
+    parallel region of PyTorch's own libgomp runs the setter once on every thread of the
+    pool. Where that library is not found (another OpenMP runtime), only the calling
+    thread changes. Returns False where the CPU cannot flush (then nothing changes)."""
+    if not torch.set_flush_denormal(flush):
+        return False
+    gomp = _torch_libgomp()
+    if gomp is not None:
+        callback = _GOMP_FN(lambda _data: torch.set_flush_denormal(flush) and None)
+        gomp.GOMP_parallel(callback, None, torch.get_num_threads(), 0)
+    return True
+
+
+_GOMP_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)  # void fn(void *data)
+
+
+def _torch_libgomp():
+    """PyTorch's own libgomp, as loaded in this process (Linux), or None."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    torch_dir = str(Path(torch.__file__).parent)
+    for line in maps.splitlines():
+        path = line.split()[-1]
+        if "libgomp" in Path(path).name and path.startswith(torch_dir):
+            lib = ctypes.CDLL(path)  # the loaded copy: dlopen of a loaded path returns it
+            lib.GOMP_parallel.argtypes = [_GOMP_FN, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+            lib.GOMP_parallel.restype = None
+            return lib
+    return None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -27,6 +27,26 @@ from .distributed import Dist
 from .fast import FlatAdam, convmm, fused_step
 
 
+def _plain_strides_where_layouts_agree(model: nn.Module) -> None:
+    """Give NCHW strides to the 4-d parameters whose channels_last memory is the same as
+    NCHW's (a channel or spatial size of 1, like the first convolution's [16, 1, 3, 3]).
+    Their gradients come back with NCHW strides, and DDP builds its buckets after the
+    parameters' strides: a mismatch warned "Grad strides do not match bucket view
+    strides" in every process and copied each such gradient, every step."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 4 and p.is_contiguous() and p.stride() != _nchw_strides(p.shape):
+                p.data = p.data.clone(memory_format=torch.contiguous_format)
+
+
+def _nchw_strides(shape) -> tuple:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
 class Objective(nn.Module):
     """Per-image training loss (B,). A model may define its own `per_sample_loss(x_in, x)`
     (the VAE's negative ELBO); otherwise it is the reconstruction loss, mean over pixels.
@@ -135,6 +155,7 @@ def make_step(model: nn.Module, optimizer, config, device: torch.device, dist: D
     layers = convmm.plan(model) if config.fast and on_cpu and fp32 else None
     objective = Objective(model, config.loss, config.precision, layers)
     if dist.enabled:
+        _plain_strides_where_layouts_agree(model)
         objective = DDP(objective, device_ids=[device.index] if device.type == "cuda" else None)
     if config.cuda_graphs:
         # reduce-overhead = CUDA graphs; every batch has the same shape (see Trainer.batches)

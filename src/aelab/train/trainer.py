@@ -7,6 +7,7 @@ PIL or ToTensor step, and no host synchronisation inside an epoch.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -14,15 +15,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from .. import data as data_mod
-from .._io import make_dirs
+from .._io import atomic_write_bytes, make_dirs
 from ..config import TrainConfig
 from ..data.batches import (
     BINARIZE_TEST_SEED,
+    as_images,
     binarize,
     binarize_u8,
     corrupt,
@@ -45,8 +48,9 @@ from ..runs import (
     write_config,
     write_metrics,
 )
-from ..runtime import hardware, resolve_device
+from ..runtime import flushing_denormals, hardware, resolve_device
 from . import distributed as D
+from .lock import RunLock
 from .step import StepChoice, make_optimizer, make_step
 from .tensorboard import open_log
 
@@ -192,15 +196,23 @@ class Trainer:
     def selection_metric(self) -> str:
         return "val_mse" if self.val_x is not None else "test_mse"
 
-    def _start_new(self) -> int:
+    def _start_new(self, restart: bool = False) -> int:
+        """Epoch 1 of a new run; `restart`: of a run whose first epoch never finished."""
         d = self.run_dir
         if self.dist.is_main:
-            if (d / "config.json").exists() or checkpoint_path(d, "last").exists():
+            if checkpoint_path(d, "last").exists():
                 raise AelabError(
                     f"{d} already holds a run; continue it with `aelab train --resume {d}` "
                     "or choose another --run-dir"
                 )
-            make_dirs(d)  # a full disk or a file in the way: an error naming the folder
+            if (d / "config.json").exists() and not restart:
+                raise AelabError(
+                    f"{d} already holds a run that has not finished its first epoch (it was "
+                    f"interrupted); continue it with `aelab train --resume {d}`, which starts "
+                    "it from epoch 1, or choose another --run-dir"
+                )
+            if restart:
+                self.log(f"{d}: no epoch of this run finished before; starting at epoch 1")
             write_config(d, self.config)
         D.barrier(self.dist)
         return 1
@@ -273,21 +285,30 @@ class Trainer:
         self.images_seen = int(totals[1].item())
         return (totals[0] / totals[1]).item()
 
-    def run(self, resume: bool = False) -> TrainResult:
-        # Process-wide speed settings (subnormal flushing, malloc) are the caller's:
-        # aelab.runtime.prepare_process(), which the `aelab` command calls first thing.
-        self.tb = None
+    def run(self, resume: bool = False, restart: bool = False) -> TrainResult:
+        """Train from epoch 1, or after the last saved epoch (`resume`), or from epoch 1 in a
+        folder whose first epoch never finished (`restart`). Subnormals are flushed for the
+        training alone (see aelab.runtime); the run folder is locked to this process."""
+        self.tb, lock = None, None
+        created = not self.run_dir.exists()
         try:
-            # before anything is written: a missing tensorboard package leaves no run folder
-            self.tb = open_log(self.run_dir, self.config.tensorboard, self.dist.is_main)
-            self._load_data()
-            self._build(resume)
-            start = self._resume() if resume else self._start_new()
-            self._choose_step()
-            self._loop(start)
+            with flushing_denormals():
+                # before anything is written: a missing tensorboard package leaves no run folder
+                self.tb = open_log(self.run_dir, self.config.tensorboard, self.dist.is_main)
+                if self.dist.is_main:  # a full disk or a file in the way: an error naming it
+                    lock = RunLock.acquire(make_dirs(self.run_dir), log=self.log)
+                self._load_data()
+                self._build(resume)
+                start = self._resume() if resume else self._start_new(restart)
+                self._choose_step()
+                self._loop(start)
         finally:
             if self.tb is not None:
                 self.tb.close()
+            if lock is not None:
+                lock.release()
+                if created:  # stopped before anything was written: leave no empty folder
+                    _remove_if_empty(self.run_dir)
             D.shutdown(self.dist)
         return TrainResult(self.run_dir, self.metrics, self.model)
 
@@ -300,9 +321,12 @@ class Trainer:
             try:
                 self._one_epoch(epoch)
             except KeyboardInterrupt:
+                saved = (f"epoch {epoch - 1} is saved in {self.run_dir}" if epoch > 1 else
+                         f"no epoch had finished, so {self.run_dir} holds only its config; "
+                         "resuming starts it at epoch 1")
                 raise TrainingInterrupted(
-                    f"interrupted during epoch {epoch}; epoch {epoch - 1} is saved in "
-                    f"{self.run_dir}. Continue with: aelab train --resume {self.run_dir}"
+                    f"interrupted during epoch {epoch}; {saved}. "
+                    f"Continue with: aelab train --resume {self.run_dir}"
                 ) from None
         if self.metrics and self.dist.is_main:
             loss_curve(self.metrics, self.run_dir / "loss_curve.png",
@@ -384,6 +408,13 @@ class Trainer:
         return image_rows(rows, path, title=f"{self.config.model}, epoch {epoch}")
 
 
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (or already gone): keep it
+        pass
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -395,22 +426,78 @@ def _progress(enabled: bool, total: int, epoch: int):
     return tqdm(total=total, desc=f"epoch {epoch}", leave=False, unit="batch", file=sys.stderr)
 
 
-def train(config: TrainConfig, run_dir=None, *, data_dir=None, log=print,
-          progress: bool | None = None, fused: bool | None = None) -> TrainResult:
-    """Train a new run; returns its folder, per-epoch metrics and the trained model.
-    fused=False is the older spelling of config.fast=False (plain autograd + torch.optim)."""
-    if fused is False:
-        config = config.replace(fast=False)
+def train(config: TrainConfig, run_dir=None, *, images=None, labels=None, test_images=None,
+          test_labels=None, data_dir=None, log=print, progress: bool | None = None) -> TrainResult:
+    """Train a new run; returns its folder, per-epoch metrics and the trained model. Needs
+    no process preparation: the speed settings are made for the training and undone after.
+
+    images (labels, test_images, test_labels): a dataset held in memory, instead of
+    config.dataset: numpy arrays or tensors as `aelab.load(run).reconstruct` takes them
+    (uint8, or floats in [0, 1] stored as round(255 x)) and integer labels. They are saved
+    as RUN_DIR/dataset.npz, which becomes the run's dataset (checksum, sizes and all), so
+    `--resume`, eval and explore find it again; without test images 1/6 are set aside."""
+    if images is not None:
+        run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config.model)
+        config = config.replace(dataset=str(_save_arrays(config, run_dir, images, labels,
+                                                         test_images, test_labels)))
+    elif any(a is not None for a in (labels, test_images, test_labels)):
+        raise AelabError("labels, test_images and test_labels go with images=; give images too")
     return Trainer(config, run_dir, data_dir=data_dir, log=log, progress=progress).run()
+
+
+def _save_arrays(config: TrainConfig, run_dir: Path, images, labels, test_images,
+                 test_labels) -> Path:
+    """Check the arrays and write them as RUN_DIR/dataset.npz (x_train, y_train, x_test,
+    y_test: data/custom.py's format) before the run starts; returns its absolute path."""
+    if config.dataset != TrainConfig().dataset:
+        raise AelabError(f"give either images= or config.dataset ({config.dataset!r}), not both")
+    if (test_labels is not None) and test_images is None:
+        raise AelabError("test_labels without test_images; give both or neither")
+    if (labels is None) != (test_labels is None) and test_images is not None:
+        raise AelabError("labels for one split only: give labels and test_labels, or neither")
+    arrays = {"x_train": _stored_u8(images, "images")}
+    if labels is not None:
+        arrays["y_train"] = _labels(labels, len(arrays["x_train"]), "labels")
+    if test_images is not None:
+        arrays["x_test"] = _stored_u8(test_images, "test_images")
+        if test_labels is not None:
+            arrays["y_test"] = _labels(test_labels, len(arrays["x_test"]), "test_labels")
+    path = Path(run_dir) / "dataset.npz"
+    if (Path(run_dir) / "config.json").exists() or path.exists():
+        raise AelabError(f"{run_dir} already holds a run; choose another run folder")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())  # the folder is made, or an error names it
+    return path.absolute()
+
+
+def _stored_u8(images, what: str) -> np.ndarray:
+    try:
+        x = as_images(images)
+    except AelabError as e:
+        raise AelabError(f"{what}: {e}") from None
+    if x.dtype != torch.uint8:  # floats in [0, 1], as every aelab dataset: 256 levels
+        x = x.double().mul(255).round().to(torch.uint8)
+    return x.cpu().numpy()
+
+
+def _labels(labels, n: int, what: str) -> np.ndarray:
+    y = labels.cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+    if y.dtype.kind not in "iu" or y.shape != (n,) or (n and y.min() < 0):
+        raise AelabError(f"{what}: give {n} whole numbers >= 0, one class per image (got "
+                         f"{y.dtype} of shape {y.shape})")
+    return y.astype(np.int64)
 
 
 def resume(run_dir, *, epochs: int | None = None, device: str | None = None, data_dir=None,
            log=print, progress: bool | None = None) -> TrainResult:
     """Continue a run after its last finished epoch (optionally to a new number of epochs)."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AelabError(f"run folder {run_dir} does not exist; give a folder written by `aelab train`")
     config = read_config(run_dir)
-    if not checkpoint_path(run_dir, "last").is_file():
-        raise AelabError(f"{run_dir} has no checkpoint to resume from; start a new run instead")
     changes = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
     config = config.replace(**changes)
-    return Trainer(config, run_dir, data_dir=data_dir, log=log, progress=progress).run(resume=True)
+    saved = checkpoint_path(run_dir, "last").is_file()  # none: stopped inside epoch 1
+    trainer = Trainer(config, run_dir, data_dir=data_dir, log=log, progress=progress)
+    return trainer.run(resume=saved, restart=not saved)
