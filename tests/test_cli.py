@@ -46,6 +46,9 @@ def test_train_one_epoch_writes_a_complete_run_folder(mnist_dir, tmp_path, capsy
     assert _train(mnist_dir, run, model, "--epochs", "1") == 0
     out = capsys.readouterr().out
     assert "epoch   1/1" in out and "test mse" in out
+    # the end of the output says where the run and its figures are
+    assert f"run folder: {run}" in out
+    assert out.index(str(run / "recon_epoch01.png")) < out.index(str(run / "loss_curve.png"))
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model"] == model and cfg["lr"] == 1e-3 and cfg["batch_size"] == 64
     (m,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -165,6 +168,39 @@ def test_reconstruct_test_digits_and_own_images(mnist_dir, tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_eval_takes_a_checkpoint_file_and_names_each_run(seed_runs, mnist_dir, capsys):
+    linear, conv = seed_runs["linear"], seed_runs["conv"]
+    last = linear / "checkpoints" / "last.safetensors"
+    capsys.readouterr()
+    assert main(["eval", str(last), str(conv), "--data-dir", str(mnist_dir)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split()[:2] == ["run", "model"]
+    assert [r.split()[:2] for r in rows[2:4]] == [["linear", "linear"], ["conv", "conv"]]
+    assert json.loads((linear / "eval.json").read_text())["checkpoint"] == "last"
+    assert json.loads((conv / "eval.json").read_text())["checkpoint"] == "best"
+    assert main(["eval", str(linear / "checkpoints" / "best.json"), "--data-dir", str(mnist_dir)]) == 0
+    assert json.loads((linear / "eval.json").read_text())["checkpoint"] == "best"
+    capsys.readouterr()
+    assert main(["eval", str(last), "--checkpoint", "best", "--data-dir", str(mnist_dir)]) == 2
+    assert "drop one of them" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_prints_where_the_figures_are_and_shows_them(mnist_dir, tmp_path, monkeypatch, capsys):
+    import aelab.cli.train
+
+    shown = []
+    monkeypatch.setattr(aelab.cli.train, "show", shown.extend)
+    assert main(["demo", "--epochs", "1", "--limit", "64", "--runs-root", str(tmp_path), "--show",
+                 "--data-dir", str(mnist_dir), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    (root,) = tmp_path.iterdir()
+    figures = [root / m / f for m in ("linear", "conv") for f in ("recon_epoch01.png", "loss_curve.png")]
+    assert shown == figures and all(f.is_file() for f in figures)
+    assert all(f"  {f}\n" in out for f in figures)
+    assert (root / "summary.md").read_text().startswith("| run | model |")
+
+
 def test_existing_run_folder_is_not_overwritten(mnist_dir, tmp_path, capsys):
     run = tmp_path / "r"
     assert _train(mnist_dir, run, "linear", "--epochs", "1") == 0
@@ -178,6 +214,7 @@ def test_bad_input_is_a_clear_error_without_traceback(tmp_path):
     """As a real process: exit code and stderr as a person sees them."""
     cases = [
         (["eval", str(tmp_path / "missing")], "does not exist"),
+        (["eval", __file__], "give the run folder"),
         (["train", "linear", "--epochs", "0", "--run-dir", str(tmp_path / "x")], "epochs"),
         (["train"], "name a model"),
     ]

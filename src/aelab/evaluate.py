@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -32,7 +33,8 @@ from .models import count_parameters
 from .runs import eval_file_name, load_run, read_metrics
 from .runtime import hardware, resolve_device
 
-__all__ = ["evaluate_run", "format_table", "reconstruction_sse", "summarize", "to_float"]
+__all__ = ["evaluate_run", "format_table", "reconstruction_sse", "run_and_checkpoint", "summarize",
+           "to_float"]
 
 PIXELS = 28 * 28
 
@@ -63,17 +65,43 @@ def summarize(sse: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
 
 # --- a whole run ----------------------------------------------------------------------
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".json")
 
-def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "auto",
+
+def run_and_checkpoint(path, which: str | None = None) -> tuple[Path, str]:
+    """(run folder, checkpoint) named by `path`: a run folder, its checkpoints/ folder, or a
+    checkpoint file in it (RUN/checkpoints/best.safetensors, last.json, ...). `which`
+    (best or last) is the default, and must agree with a checkpoint file's name."""
+    path = Path(path)
+    if path.name == "checkpoints" and path.is_dir() and (path.parent / "config.json").is_file():
+        return path.parent, which or "best"
+    named = path.stem if path.suffix in CHECKPOINT_SUFFIXES else None
+    if path.parent.name != "checkpoints" or named not in ("best", "last"):
+        if path.is_file():
+            raise AelabError(f"{path} is a file; give the run folder (the folder holding "
+                             "config.json and checkpoints/), or one of its checkpoints, "
+                             "RUN_DIR/checkpoints/best.safetensors or last.safetensors")
+        return path, which or "best"
+    if which is not None and which != named:
+        raise AelabError(f"{path} is the {named!r} checkpoint but --checkpoint says {which!r}; "
+                         "drop one of them")
+    return path.parent.parent, named
+
+
+def evaluate_run(run_dir, which: str | None = None, *, data_dir=None, device: str = "auto",
                  noise: str | None = None, log=print, dataset: str | None = None,
                  dataset_options: dict | None = None, iw_samples: int | None = None,
                  refine_steps: int = 0) -> dict:
     """Test-set metrics of a run folder's checkpoint, with PCA at the same code size;
     written to RUN_DIR/eval.json (RUN_DIR/eval-noise-<spec>.json with `noise`) and returned.
 
+    run_dir may also name a checkpoint file (RUN_DIR/checkpoints/last.safetensors); which:
+    best or last (default: the file's, else best); see run_and_checkpoint.
+
     noise: corrupt the test inputs ("gaussian:0.3", "masking:0.5"; fixed seed) and score
-    the reconstructions against the clean images. Models with an `extra_metrics(images)`
-    method (the VAE's likelihood bounds) add their own entries.
+    the reconstructions against the clean images; PCA projects the same corrupted inputs
+    (pca_sse_per_image is then denoising by PCA, like for like). Models with an
+    `extra_metrics(images)` method (the VAE's likelihood bounds) add their own entries.
 
     dataset (and its options): evaluate on other data than the run was trained on (a
     registered name or a path), written to RUN_DIR/eval-on-<name>.json. A warning goes to
@@ -82,7 +110,8 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
     A run trained on binarized images (binarize "dynamic" or "static") is scored on the
     test set binarized once with BINARIZE_TEST_SEED, as in the likelihood literature.
     iw_samples: importance samples for a VAE's likelihood bound (default: 5000, the
-    papers' K, for a binarized run; else 100).
+    papers' K, for a binarized run; else 100). Its estimated time is logged a few
+    seconds in (BoundProgress).
 
     refine_steps: refine each test image's code by that many gradient steps through the
     frozen decoder before scoring (aelab.data.batches.refined_sse), written to
@@ -92,6 +121,7 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
     if refine_steps and noise is not None:
         raise AelabError("--refine-steps fits the code to the input image, so it cannot be "
                          "combined with --noise (it would fit the noise); use one or the other")
+    run_dir, which = run_and_checkpoint(run_dir, which)
     dev = resolve_device(device)
     run = load_run(run_dir, which, device=dev)
     other = dataset is not None and dataset != run.config.dataset
@@ -111,28 +141,30 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
         why = "another dataset than" if other else "data that differs from"
         print(f"warning: evaluating {run.run_dir} on {why} the data it was trained on "
               f"({ds}: checksum {info['checksum']}, trained on {trained})", file=sys.stderr)
-    corrupt_fn = None
+    corrupt_fn, noisy = None, []
     if noise is not None:
         parse_noise(noise)  # a bad spec fails before any work
         gen = epoch_generator(12345, 0, dev)
-        corrupt_fn = lambda x: corrupt(x, noise, gen)  # noqa: E731
+
+        def corrupt_fn(x):  # kept, so that PCA sees the very inputs the model saw
+            noisy.append(corrupt(x, noise, gen))
+            return noisy[-1]
+
     if refine_steps:
         sse = refined_sse(run.model, test_x.to(dev), refine_steps, run.config.eval_batch_size)
     else:
         sse = reconstruction_sse(run.model, test_x.to(dev), run.config.eval_batch_size, corrupt_fn)
     result = summarize(sse, test_y)
     if hasattr(run.model, "extra_metrics"):
-        step = max(1, len(test_x) // 10)
-
-        def progress(done, total):
-            if done // step != (done - 1) // step or done == total:  # about every 10%
-                log(f"  likelihood bound, {iw_k} importance samples: {done:,}/{total:,} images")
-
-        with torch.inference_mode():
-            result.update(run.model.extra_metrics(test_x.to(dev), iw_samples=iw_k, progress=progress))
+        result.update(_likelihood_metrics(run.model, test_x.to(dev), iw_k, log))
         result["binarize"] = run.config.binarize
     k = int(run.model.latent_dim)
-    result["pca_sse_per_image"] = pca.test_sse(ds, k, **opts).mean().item()
+    if noise is None:
+        result["pca_sse_per_image"] = pca.test_sse(ds, k, **opts).mean().item()
+    else:  # the model's noisy inputs (N, 1, 28, 28), on the clean training images' components
+        basis = pca.dataset_basis(ds, **opts)
+        result["pca_sse_per_image"] = pca.sse(basis, test_x, k, torch.cat(noisy).cpu()).mean().item()
+    result["pca_input"] = "clean" if noise is None else f"noisy ({noise})"
     metrics = read_metrics(run.run_dir)
     result.update(
         run_dir=str(run.run_dir), checkpoint=which, model=run.config.model, latent_dim=k,
@@ -147,6 +179,63 @@ def evaluate_run(run_dir, which: str = "best", *, data_dir=None, device: str = "
     result["eval_file"] = str(Path(run.run_dir) / name)
     return result
 
+
+# --- a VAE's likelihood bound, with an estimate of its time ----------------------------
+
+ESTIMATE_AFTER_S = 3.0  # seconds of the bound timed before its total time is estimated
+
+
+def _likelihood_metrics(model, images_u8, k: int, log) -> dict:
+    """model.extra_metrics (a VAE's -ELBO, KL and IWAE bound) with progress and an estimate."""
+    log(f"IWAE bound with k={k} on {len(images_u8):,} test images: timing the first images")
+    progress = BoundProgress(k, log)
+    with torch.inference_mode():
+        return model.extra_metrics(images_u8, iw_samples=k, progress=progress)
+
+
+def duration(seconds: float) -> str:
+    """45 -> '45 s', 1860 -> '31 min', 9000 -> '2.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
+
+
+class BoundProgress:
+    """progress(done, total) for the importance-weighted bound, which runs in chunks: once
+    ESTIMATE_AFTER_S seconds past the first chunk are timed, log the estimated total time
+    (the first chunk is left out of the rate: it pays one-off costs such as the weights'
+    re-layout); then progress, with the time left at the rate so far, about every 10%."""
+
+    def __init__(self, k: int, log=print, clock=time.perf_counter):
+        self.k, self.log, self.clock = k, log, clock
+        self.start = clock()
+        self.first: tuple[int, float] | None = None  # (images, time) after the first chunk
+        self.estimated = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if self.first is None:
+            self.first = (done, now)
+        timed = done - self.first[0]  # images since the first chunk
+        rate = (now - self.first[1]) / max(timed, 1)  # seconds per image
+        if not self.estimated and timed and now - self.first[1] >= ESTIMATE_AFTER_S and done < total:
+            self.estimated = True
+            self.log(self.estimate(done, total, now - self.start + rate * (total - done)))
+        step = max(1, total // 10)
+        if done // step != (done - 1) // step or done == total:  # about every 10%
+            left = f" (about {duration(rate * (total - done))} left)" \
+                if self.estimated and done < total else ""
+            self.log(f"  likelihood bound, {self.k} importance samples: {done:,}/{total:,} images{left}")
+
+    def estimate(self, done: int, total: int, seconds: float) -> str:
+        text = (f"IWAE bound with k={self.k} on {total:,} test images: about {duration(seconds)} "
+                f"on this machine (measured on the first {done:,} images)")
+        if seconds >= 60:
+            text += "; --iw-samples K for a quicker, looser bound"
+        return text
+
+
+# --- the table ------------------------------------------------------------------------
 
 COLUMNS = [  # (header, key, format)
     ("model", "model", "{}"),
@@ -167,13 +256,36 @@ VAE_COLUMNS = [  # shown when any result has them (a VAE's likelihood figures, n
 ]
 
 
+def run_labels(results: list[dict]) -> list[str]:
+    """A name per result for the table's run column: its run folder's name; where two
+    share one, enough parent folders to tell them apart (a/conv, b/conv), then the
+    checkpoint (conv (last)), then a number (conv #2)."""
+    paths = [Path(r["run_dir"]).absolute().parts if r.get("run_dir") else ("-",) for r in results]
+    labels = [p[-1] for p in paths]
+    for depth in range(2, max(map(len, paths)) + 1):  # only where the folders differ
+        clash = {x for x in labels if len({p for y, p in zip(labels, paths, strict=True) if y == x}) > 1}
+        labels = [str(Path(*p[-depth:])) if x in clash else x for x, p in zip(labels, paths, strict=True)]
+    clash = {x for x in labels if labels.count(x) > 1 and x != "-"}
+    labels = [f"{x} ({r['checkpoint']})" if x in clash and r.get("checkpoint") else x
+              for x, r in zip(labels, results, strict=True)]
+    seen: dict[str, int] = {}
+    for i, x in enumerate(labels):
+        seen[x] = seen.get(x, 0) + 1
+        labels[i] = f"{x} #{seen[x]}" if seen[x] > 1 and x != "-" else x
+    return labels
+
+
 def format_table(results: list[dict], markdown: bool = False) -> str:
-    """The comparison table printed by `aelab eval` and `make demo`; a VAE's -ELBO, KL and
-    importance-weighted NLL bound (with its K) join it when present."""
+    """The comparison table printed by `aelab eval` and `make demo`, a row per run named by
+    its folder; a VAE's -ELBO, KL and importance-weighted NLL bound (with its K) join it
+    when present. Under --noise the PCA column is PCA applied to the same noisy inputs."""
     columns = list(COLUMNS)
+    if any(r.get("noise") for r in results):
+        columns = [("PCA SSE/image (same k, same noisy input)", *c[1:]) if c[1] == "pca_sse_per_image"
+                   else c for c in columns]
     if any("iwae_nll_nats" in r for r in results):
         columns += VAE_COLUMNS
-    header = [h for h, _, _ in columns]
+    header = ["run"] + [h for h, _, _ in columns]
 
     def cell(r, key, fmt):
         if key not in r:
@@ -181,14 +293,16 @@ def format_table(results: list[dict], markdown: bool = False) -> str:
         text = fmt.format(r[key])
         return f"{text} ({r['iw_samples']})" if key == "iwae_nll_nats" else text
 
-    rows = [[cell(r, key, fmt) for _, key, fmt in columns] for r in results]
+    rows = [[name] + [cell(r, key, fmt) for _, key, fmt in columns]
+            for name, r in zip(run_labels(results), results, strict=True)]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 
     def fmt_row(cells):
-        return "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # names left, numbers right
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
 
     lines = [fmt_row(header), fmt_row(["-" * w for w in widths])]
     return "\n".join(lines + [fmt_row(r) for r in rows])

@@ -63,11 +63,16 @@ def dataset_basis(dataset: str, *, data_dir=None, options=None, log=print) -> di
     return basis(train_x, cache, key=info["checksum"])
 
 
-def sse(b: dict, images_u8: torch.Tensor, k: int) -> torch.Tensor:
-    """Per-image squared error of the best rank-k linear reconstruction, (N,) float64."""
-    x = images_u8.reshape(len(images_u8), -1).double().div(255.0) - b["mean"]
+def sse(b: dict, images_u8: torch.Tensor, k: int, inputs: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image squared error of the best rank-k linear reconstruction, (N,) float64.
+
+    inputs: what is projected and reconstructed instead of the images themselves, floats
+    in [0, 1] of the same count (e.g. noisy copies, (N, 1, 28, 28)); the error is still
+    against images_u8, so this scores PCA as a denoiser."""
+    x = images_u8.reshape(len(images_u8), -1).double().div(255.0) - b["mean"]  # (N, 784)
+    x_in = x if inputs is None else inputs.reshape(len(inputs), -1).double() - b["mean"]
     w = b["components"][:k]  # (k, 784)
-    recon = (x @ w.T) @ w
+    recon = (x_in @ w.T) @ w
     return (recon - x).square().sum(1)
 
 

@@ -19,7 +19,7 @@ from ..data import DATASETS, dataset_info, ensure_dataset, load_dataset
 from ..data.batches import to_float
 from ..data.images import read_user_images
 from ..errors import AelabError
-from ..evaluate import evaluate_run, format_table
+from ..evaluate import evaluate_run, format_table, run_and_checkpoint
 from ..figures import image_rows, show
 from ..models import MODELS
 from ..presets import PRESETS
@@ -101,17 +101,21 @@ def add_commands(sub) -> None:
                        "per image summed over 784 pixels, as in Hinton & Salakhutdinov 2006; MSE "
                        "per pixel; PSNR; per digit) against exact PCA with as many components as "
                        "the model's code. Writes RUN_DIR/eval.json and prints a table.")
-    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
-    p.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
-                   help="which checkpoint (default: best)")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="a run folder, or one of its checkpoint files "
+                   "(RUN_DIR/checkpoints/best.safetensors or last.safetensors)")
+    p.add_argument("--checkpoint", default=None, choices=CHECKPOINTS,
+                   help="which checkpoint (default: best, or the checkpoint file given)")
     p.add_argument("--noise", default=None,
                    help="score denoising: corrupt the test inputs (gaussian:SIGMA or masking:P, "
-                   "fixed seed) and compare reconstructions with the clean images; writes "
-                   "eval-noise-<spec>.json (default: clean inputs, eval.json)")
+                   "fixed seed) and compare reconstructions with the clean images; PCA is "
+                   "applied to the same corrupted inputs; writes eval-noise-<spec>.json "
+                   "(default: clean inputs, eval.json)")
     p.add_argument("--iw-samples", type=int, default=None, metavar="K",
                    help="importance samples per test image for a VAE's likelihood bound "
-                   "(Burda et al. 2016), computed in chunks with progress (default: 5000, the "
-                   "papers' K, for a binarized run; else 100)")
+                   "(Burda et al. 2016), computed in chunks with progress and an estimate of "
+                   "its time after a few seconds (default: 5000, the papers' K, for a "
+                   "binarized run: about half an hour on a 2-core CPU; else 100)")
     p.add_argument("--refine-steps", type=int, default=0, metavar="N",
                    help="refine each test image's code by N Adam steps through the frozen "
                    "decoder before scoring (the code keeps its size; 50 is plenty); writes "
@@ -140,11 +144,13 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("demo", help="train and compare the seed's two models",
                        description="Train `linear` and `conv` with the seed's settings, evaluate "
-                       "both, and print the comparison table.")
+                       "both, print the comparison table and where the figures are.")
     p.add_argument("--epochs", type=int, default=D.epochs, help=f"epochs (default: {D.epochs})")
     p.add_argument("--limit", type=int, default=None, help="training images (default: all)")
     p.add_argument("--runs-root", type=Path, default=Path("runs"),
                    help="where the run folders go (default: runs)")
+    p.add_argument("--show", action="store_true",
+                   help="also open the figures in a window where a display exists (default: off)")
     add_common_args(p)
     p.set_defaults(func=cmd_demo)
 
@@ -260,22 +266,36 @@ def cmd_train(a) -> int:
     if not distributed.from_env().is_main:  # under torchrun only rank 0 speaks
         return 0
     print(f"run folder: {result.run_dir}")
+    figures = print_figures(result.run_dir)
     if a.show:
-        show(sorted(result.run_dir.glob("*.png")))
+        show(figures)
     return 0
 
 
+def print_figures(run_dir: Path) -> list[Path]:
+    """Print the figures a run folder holds (reconstructions per epoch, then the loss
+    curve) and return them."""
+    run_dir = Path(run_dir)
+    figures = [*sorted(run_dir.glob("recon_epoch*.png")), run_dir / "loss_curve.png"]
+    figures = [f for f in figures if f.is_file()]
+    if figures:
+        print("figures:\n" + "\n".join(f"  {f}" for f in figures))
+    return figures
+
+
 def cmd_eval(a) -> int:
-    results = [evaluate_run(d, a.checkpoint, data_dir=a.data_dir, device=a.device or "auto",
+    targets = [run_and_checkpoint(d, a.checkpoint) for d in a.run_dirs]  # all checked first
+    results = [evaluate_run(d, which, data_dir=a.data_dir, device=a.device or "auto",
                             noise=a.noise, dataset=dataset_arg(a.dataset),
                             dataset_options=a.dataset_options, iw_samples=a.iw_samples,
                             refine_steps=a.refine_steps)
-               for d in a.run_dirs]
+               for d, which in targets]
     if a.refine_steps:
         print(f"each test image's code refined by {a.refine_steps} gradient steps through the "
               "frozen decoder")
     if a.noise:
-        print(f"test inputs corrupted by {a.noise}; errors are against the clean images")
+        print(f"test inputs corrupted by {a.noise}; errors are against the clean images; "
+              "PCA reconstructs the same corrupted inputs")
     print(format_table(results))
     for r in results:
         print(f"wrote {r['eval_file']}")
@@ -322,4 +342,11 @@ def cmd_demo(a) -> int:
     table = format_table(results)
     print(f"\n== test set (10,000 images); runs in {root} ==\n{table}")
     atomic_write_text(root / "summary.md", format_table(results, markdown=True) + "\n")
+    print(f"wrote {root / 'summary.md'}")
+    figures = []
+    for model in ("linear", "conv"):
+        print(f"run folder: {root / model}")
+        figures += print_figures(root / model)
+    if a.show:
+        show(figures)
     return 0
