@@ -1,6 +1,7 @@
 """`aelab anomaly`: the AUC and RaPP's NAP on cases with known answers, then the command end
 to end on small slices of MNIST and Fashion-MNIST."""
 
+import inspect
 import json
 
 import numpy as np
@@ -261,6 +262,60 @@ def test_train_options_are_checked_before_any_work(tmp_path, capsys):
     assert "--model-args is not valid JSON" in capsys.readouterr().err
 
 
+def test_runs_are_labelled_by_what_the_protocol_trains_on():
+    assert A.run_label(9, "one-class") == "normal 9"  # trained on the nines alone
+    assert A.run_label(9, "leave-one-out") == "holdout 9"  # trained without them
+
+
+def _calls_to_anomaly(monkeypatch) -> list[dict]:
+    """Replace apps.anomaly.anomaly: record each call's arguments (defaults filled in) and
+    return one made-up class, so that the callers run on without training anything."""
+    real, calls = A.anomaly, []
+
+    def fake(*args, **kwargs):
+        bound = inspect.signature(real).bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(dict(bound.arguments))
+        return [{"name": "0", "holdout": 0, "protocol": kwargs["protocol"], "auc": 0.5,
+                 "auc_sse": 0.5, "auc_sap": 0.5, "pca_auc": 0.5, "pca_k": 16}]
+
+    monkeypatch.setattr(A, "anomaly", fake)
+    return calls
+
+
+@pytest.mark.parametrize("protocol", A.PROTOCOLS)
+def test_preset_results_trains_as_the_results_group_does(monkeypatch, tmp_path, protocol):
+    """`aelab anomaly --preset results` hands apps.anomaly.anomaly what `aelab results
+    --only anomaly` hands it (all but where the output goes and how it is logged)."""
+    from aelab.apps import tasks
+
+    calls = _calls_to_anomaly(monkeypatch)
+    tasks._anomaly_protocol(protocol, root=tmp_path, quick=False, force=True, data_dir=None,
+                            device=None, log=lambda _m: None)
+    assert main(["anomaly", "--preset", "results", "--protocol", protocol, "--digit", "all",
+                 "--out", str(tmp_path / "cli")]) == 0
+    results_group, cli = ({k: v for k, v in c.items() if k not in ("out", "log")} for c in calls)
+    cli["dataset_options"] = cli["dataset_options"] or None  # the flag's empty default
+    assert cli == results_group
+    assert cli["model"] == "mlp" and cli["epochs"] == {"one-class": 30, "leave-one-out": 5}[protocol]
+
+
+def test_flags_override_the_preset_and_defaults_stay_quick(monkeypatch, tmp_path, capsys):
+    calls = _calls_to_anomaly(monkeypatch)
+    assert main(["anomaly", "--preset", "results", "--digit", "3", "--epochs", "1",
+                 "--latent-dim", "8", "--train-options", '{"lr": 0.01}',
+                 "--out", str(tmp_path / "a")]) == 0
+    assert "mlp (preset results) on mnist, one-class: 1 epochs" in capsys.readouterr().out
+    assert main(["anomaly", "--digit", "3", "--out", str(tmp_path / "b")]) == 0
+    preset, plain = calls
+    assert preset["holdouts"] == [3] and preset["epochs"] == 1
+    assert preset["model_args"] == {"shape": "hinton2006", "latent_dim": 8, "norm": "batch",
+                                    "act": "gelu"}
+    assert preset["train_options"]["lr"] == 0.01 and preset["train_options"]["loss"] == "bce"
+    assert (plain["model"], plain["epochs"], plain["model_args"]) == ("conv", A.EPOCHS, {})
+    assert not plain["train_options"]
+
+
 # --- end to end ------------------------------------------------------------------------
 
 
@@ -280,6 +335,7 @@ def test_anomaly_one_digit_end_to_end(mnist_dir, tmp_path, capsys):
     assert _anomaly(mnist_dir, out, "--protocol", "leave-one-out", "--holdout-digit", "0") == 0
     printed = capsys.readouterr().out
     assert "RaPP NAP AUC" in printed and "SSE AUC" in printed and str(out / "anomaly.md") in printed
+    assert "[holdout 0] " in printed and "[normal" not in printed  # trained without the zeros
     run = out / "holdout-0"
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["exclude_digits"] == [0] and cfg["model"] == "conv" and cfg["limit"] == 1024
@@ -361,7 +417,9 @@ def test_one_class_is_the_default_protocol_with_pca_on_the_same_images(mnist_dir
     table = (out / "anomaly.md").read_text()
     assert "| normal class | RaPP NAP AUC | SSE AUC | SAP AUC | PCA-16 AUC |" in table
     assert "| 1 |" in table
-    assert "one-class" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "one-class" in printed
+    assert "[normal 1] " in printed and "[holdout" not in printed  # trained on the ones alone
 
 
 def test_pca_scores_rank_an_unseen_class_as_anomalous(mnist_dir):

@@ -1,5 +1,7 @@
 """Generated from the model registry: every registered model gets every check."""
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -87,6 +89,22 @@ def test_seed_models_are_registered_with_their_code_sizes():
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(AelabError, match="unknown model 'nope'.*linear"):
         build_model("nope")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_misspelt_model_argument_names_it_and_lists_the_valid_ones(name):
+    """Every argument the builder takes is listed with its default, read from its signature."""
+    params = inspect.signature(MODELS[name]).parameters.values()
+    with pytest.raises(AelabError) as e:
+        build_model(name, latnt_dim=8)
+    msg = str(e.value)
+    assert f"model {name!r} does not accept the argument 'latnt_dim'" in msg
+    for p in params:
+        assert f"{p.name}={p.default!r}" in msg
+    if not params:
+        assert "it takes no arguments" in msg
+    elif "latent_dim" in inspect.signature(MODELS[name]).parameters:
+        assert "(did you mean 'latent_dim'?)" in msg
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):

@@ -51,6 +51,11 @@ TINY = textwrap.dedent('''
             return super().decode(z)[:, :, :14]  # (B, 1, 14, 28): half an image
 
 
+    class Required(TinyAE):
+        def __init__(self, latent_dim):
+            super().__init__(latent_dim)
+
+
     class NoLatentDim(TinyAE):
         def __init__(self):
             super().__init__()
@@ -122,6 +127,33 @@ def test_a_factory_function_takes_model_args(tinymods, tmp_path):
     assert model.latent_dim == 4
     with pytest.raises(AelabError, match="'tinymods:tiny' does not accept .*nonsense"):
         build_model("tinymods:tiny", nonsense=1)
+
+
+def test_a_bad_model_argument_lists_the_valid_ones_with_defaults(tinymods):
+    with pytest.raises(AelabError) as e:
+        build_model("tinymods:tiny", latnt_dim=4)
+    assert str(e.value) == ("model 'tinymods:tiny' does not accept the argument 'latnt_dim' "
+                            "(did you mean 'latent_dim'?); its arguments, with their defaults: "
+                            "latent_dim=2, scale=1.0")
+    with pytest.raises(AelabError, match=r"'size'; its arguments, with their defaults: "
+                       r"latent_dim \(no default\)$"):
+        build_model("tinymods:Required", size=4)
+
+
+def test_a_bad_model_argument_exits_2_from_the_cli(mnist_dir, tmp_path, capsys):
+    code = main(["train", "conv", "--model-args", '{"latnt_dim": 8}', "--limit", "64",
+                 "--epochs", "1", "--device", "cpu", "--run-dir", str(tmp_path / "run"),
+                 "--data-dir", str(mnist_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert "model 'conv' does not accept the argument 'latnt_dim'; it takes no arguments" in err
+    assert main(["train", "mlp", "--model-args", '{"latnt_dim": 8}', "--limit", "64",
+                 "--epochs", "1", "--device", "cpu", "--run-dir", str(tmp_path / "run2"),
+                 "--data-dir", str(mnist_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "'latnt_dim' (did you mean 'latent_dim'?); its arguments, with their defaults: " \
+        "latent_dim=30, hidden=None, shape='hinton2006', norm='batch', act='gelu'" in err
+    assert "Traceback" not in err
 
 
 # --- the checkpoint's record -------------------------------------------------------------

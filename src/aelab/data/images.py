@@ -1,6 +1,7 @@
 """Image files made to look like MNIST digits (28x28 uint8, a light digit on black).
 
-read_user_image: one file a person hands the CLI (stretched to 28x28 with a warning).
+read_user_image: one file a person hands the CLI, made MNIST-like by to_mnist (cropped to
+its ink, 20 px on its longer side, centred by mass in 28x28).
 decode_digit: one file of an image-folder dataset, fitted into 28x28 keeping its aspect
 ratio; it also names each conversion it made, so a dataset build can count them
 (describe_conversions says them in one line).
@@ -9,6 +10,7 @@ ratio; it also names each conversion it made, so a dataset build can count them
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -17,6 +19,8 @@ import numpy as np
 from ..errors import AelabError, DataError
 
 SIZE = 28
+BOX = 20  # MNIST's digits were scaled to fit 20x20 before centring in 28x28
+INK = 5  # levels above the background that count as ink (the web explorer's 0.02 of 255)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _FORMATS = ("PNG", "JPEG", "BMP")  # the only decoders Pillow may use for a dataset file
 _GREY_MODES = {"1", "L", "LA", "La", "I", "F"}
@@ -41,30 +45,76 @@ def _light_border(arr: np.ndarray) -> bool:
     return bool(_border(arr).mean() > 127)
 
 
+def to_mnist(arr: np.ndarray) -> np.ndarray:
+    """A light digit on a dark background, uint8 (H, W) -> uint8 (28, 28), as MNIST was made
+    (LeCun et al., the MNIST page): crop to the ink's bounding box, scale its longer side to
+    BOX (20) px keeping the aspect ratio, and paste it into 28x28 with its centre of mass on
+    pixel (14, 14) (the web explorer's canvas does the same: serve/static/app.js, toMnist).
+
+    Before that, the background (the median of the border) is subtracted and the brightest
+    pixel scaled to 255, as on every MNIST digit (254 or 255), so that grey paper in a photo
+    becomes MNIST's black; ink is what stands above the border's 95th percentile (at least
+    INK levels), the rest is set to 0. The shift is whole pixels, as MNIST's was, and is
+    reduced where centring would push ink off the field. Raises AelabError for a blank image.
+    """
+    from PIL import Image
+
+    x = np.clip(arr.astype(np.float64) - np.median(_border(arr)), 0, None)
+    if x.max() < INK:
+        raise AelabError("no digit found: no pixel is brighter than the background")
+    x *= 255 / x.max()
+    ink = x > max(INK, np.percentile(_border(x), 95))
+    if not ink.any():  # the brightest pixels are all on the border: a frame, not a digit
+        raise AelabError("no digit found: nothing inside stands out from the border")
+    x[~ink] = 0
+    rows, cols = np.nonzero(ink.any(1))[0], np.nonzero(ink.any(0))[0]
+    box = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]  # (h, w) around the ink
+    scale = BOX / max(box.shape)
+    nh, nw = (max(1, round(n * scale)) for n in box.shape)
+    small = np.asarray(Image.fromarray(box.astype(np.float32)).resize(
+        (nw, nh), Image.Resampling.LANCZOS)).clip(0, 255)  # (nh, nw)
+    # centre of mass in pixel indices: MNIST's test digits average (13.99, 14.01)
+    cy, cx = (float((small.sum(axis) * np.arange(n)).sum() / small.sum())
+              for axis, n in ((1, nh), (0, nw)))
+    # whole pixels, halves rounded up: a 20x10 block's centre (9.5, 4.5) lands on (14.5, 14.5)
+    top = min(max(math.floor(SIZE // 2 - cy + 0.5), 0), SIZE - nh)
+    left = min(max(math.floor(SIZE // 2 - cx + 0.5), 0), SIZE - nw)
+    out = np.zeros((SIZE, SIZE), np.uint8)
+    out[top : top + nh, left : left + nw] = np.rint(small).astype(np.uint8)
+    return out
+
+
 def read_user_image(path, invert: str = "auto") -> np.ndarray:
     """Read one image file as uint8 (28, 28), light digit on a dark background.
 
-    Other sizes are resized with a warning. `invert`: "auto" flips an image whose border is
-    mostly light (a dark digit on paper), "yes" always flips, "no" never does.
+    `invert`: "auto" flips an image whose border is mostly light (a dark digit on paper),
+    "yes" always flips, "no" never does. An image of another size is then made MNIST-like
+    by to_mnist (cropped to its ink, 20 px on its longer side, centred by mass), with a
+    warning; a 28x28 image is taken to be in MNIST's format already and kept as it is.
     """
     from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib
 
     path = Path(path)
     try:
         with Image.open(path) as im:
-            im = im.convert("L")
-            if im.size != (28, 28):
-                warnings.warn(f"{path}: {im.size[0]}x{im.size[1]} image resized to 28x28",
-                              stacklevel=2)
-                im = im.resize((28, 28), Image.LANCZOS)
-            arr = np.asarray(im, dtype=np.uint8).copy()
+            arr = np.asarray(im.convert("L"), dtype=np.uint8).copy()  # (H, W)
     except FileNotFoundError:
         raise AelabError(f"image file {path} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise AelabError(f"cannot read {path} as an image ({e}); give a PNG or JPEG file") from None
     if invert == "yes" or (invert == "auto" and _light_border(arr)):
         arr = 255 - arr
-    return arr
+    if arr.shape == (SIZE, SIZE):
+        return arr
+    h, w = arr.shape
+    warnings.warn(f"{path}: {w}x{h} image resized to 28x28 as MNIST was: the ink cropped, "
+                  f"scaled to {BOX} px on its longer side, centred by mass", stacklevel=2)
+    try:
+        return to_mnist(arr)
+    except AelabError as e:
+        raise AelabError(f"{path}: {e} (invert={invert!r}); give an image of one digit on a "
+                         "plain background, flipped with --invert yes if it is dark on light "
+                         "and its border is not") from None
 
 
 def read_user_images(paths, invert: str = "auto"):

@@ -18,9 +18,11 @@ checksum), so a checkpoint can rebuild its model by importing that code again.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.metadata
+import inspect
 import os
 import sys
 import warnings
@@ -39,6 +41,7 @@ _ENTRY_POINTS: dict[str, importlib.metadata.EntryPoint] = {}
 # module name -> (module object, sha256 of its file when it was imported)
 _MODULE_SHA: dict[str, tuple[object, str | None]] = {}
 REFERENCE_HINT = "give your own model as module:attr, e.g. mymodels:TinyAE"
+REQUIRED = inspect.Parameter.empty  # model_arguments' mark for an argument without a default
 
 
 def register_model(name: str):
@@ -64,13 +67,55 @@ def build_model(name: str, **kwargs) -> nn.Module:
     else:
         raise AelabError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}; "
                          f"or {REFERENCE_HINT}")
+    _check_arguments(name, factory, kwargs)
     try:
         model = factory(**kwargs)
-    except TypeError as e:  # an argument the model does not take
-        raise AelabError(f"model {name!r} does not accept {kwargs}: {e}") from None
+    except TypeError as e:  # an argument the signature could not rule out (e.g. **kwargs)
+        raise AelabError(f"model {name!r} does not accept {kwargs}: {e}; "
+                         f"{describe_arguments(factory)}") from None
     if not _is_builtin(name):  # aelab's own are checked by tests/test_models.py
         check_contract(model, name)
     return model
+
+
+def model_arguments(factory) -> dict[str, object] | None:
+    """The keyword arguments a model's builder takes, name -> default (REQUIRED where it has
+    none), from its signature; None when it takes any (**kwargs) or has no signature."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to read
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name: REQUIRED if p.default is p.empty else p.default for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def describe_arguments(factory) -> str:
+    """For error messages: `its arguments, with their defaults: latent_dim=30, hidden=None`,
+    or that it takes none."""
+    args = model_arguments(factory)
+    if args is None:
+        return "see its code for the arguments it takes"
+    if not args:
+        return "it takes no arguments"
+    return "its arguments, with their defaults: " + ", ".join(
+        f"{n} (no default)" if d is REQUIRED else f"{n}={d!r}" for n, d in args.items())
+
+
+def _check_arguments(name: str, factory, kwargs: dict) -> None:
+    """Raise AelabError naming each argument the builder does not take, and the ones it does."""
+    args = model_arguments(factory)
+    unknown = [] if args is None else [k for k in kwargs if k not in args]
+    if not unknown:
+        return
+    named = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, list(args), n=1)
+        named.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    what = "argument" if len(unknown) == 1 else "arguments"
+    raise AelabError(f"model {name!r} does not accept the {what} {', '.join(named)}; "
+                     f"{describe_arguments(factory)}")
 
 
 def count_parameters(model: nn.Module) -> int:
