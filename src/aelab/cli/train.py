@@ -127,7 +127,8 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("reconstruct", help="draw originals over reconstructions",
                        description="Draw images (top) over their reconstructions (bottom): test "
-                       "digits, or your own grayscale images (resized to 28x28 with a warning).")
+                       "digits, or your own grayscale images (fitted like MNIST: cropped to the ink, 20 px "
+                       "on the longer side, centred by mass).")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
     p.add_argument("--n", type=int, default=16, help="how many test digits (default: 16)")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DataError
-from .fetch import _ensure, ensure_dataset
+from .fetch import _ensure, ensure_dataset, refetch_command
 from .idx import read_idx
 from .registry import _get_spec, is_registered
 from .registry import dataset_checksum as _registered_checksum
@@ -91,7 +91,7 @@ def load_dataset(name_or_path, split: str = "train",
     images, labels = read_idx(img_path), read_idx(lbl_path)
     if images.ndim != 3 or labels.shape != (len(images),):
         raise DataError(f"{img_path} and {lbl_path} do not match: images {images.shape}, "
-                        f"labels {labels.shape}; run `aelab data {spec.name} --force`")
+                        f"labels {labels.shape}; run `{refetch_command(spec.name, folder.parent)}`")
     result = (torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
     _MEMO[key] = (stamps, result)
     return result
