@@ -6,6 +6,11 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aelab-installed
+# The repository keeps its datasets in ./data (aelab's default at a checkout's root; an
+# installed aelab elsewhere uses a per-user folder: docs/data.md), said here once more for
+# every target; an AELAB_DATA_DIR already set in the environment still wins.
+AELAB_DATA_DIR ?= $(CURDIR)/data
+export AELAB_DATA_DIR
 
 .PHONY: demo test data system-deps results lint clean-venv
 

@@ -272,12 +272,38 @@ def test_corrupt_local_file_raises_naming_file_and_force(tiny, tmp_path, serve):
         data.ensure_dataset("tiny", tmp_path, mirrors=[url], pypi=False, log=None)
     msg = str(e.value)
     assert "train-images-idx3-ubyte.gz" in msg and "md5 mismatch" in msg
-    assert "aelab data tiny --force" in msg
+    assert f"aelab data tiny --force --data-dir {tmp_path}`" in msg  # the folder it was given
     assert requests == []  # without --force nothing is fetched
 
     data.ensure_dataset("tiny", tmp_path, mirrors=[url], pypi=False, force=True, log=None)
     assert requests == ["/train-images-idx3-ubyte.gz"]  # only the bad file is refetched
     assert (folder / "train-images-idx3-ubyte.gz").read_bytes() == tiny.gz["train-images-idx3-ubyte.gz"]
+
+
+def test_force_hint_repeats_the_data_dir_unless_it_is_the_default(tiny, tmp_path, monkeypatch):
+    def hint(data_dir) -> str:
+        with pytest.raises(DataError) as e:
+            data.ensure_dataset("tiny", data_dir, mirrors=[], pypi=False, log=None)
+        return str(e.value).splitlines()[-1]
+
+    odd = tmp_path / "my data"
+    for root in (odd, tmp_path / "default"):
+        (root / "tiny").mkdir(parents=True)
+        (root / "tiny" / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x09 wrong")
+    monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path / "default"))
+    assert f"`aelab data tiny --force --data-dir '{odd}'`" in hint(odd)  # quoted: a space
+    assert "`aelab data tiny --force` to refetch" in hint(None)
+    assert "`aelab data tiny --force` to refetch" in hint(tmp_path / "default")
+
+
+def test_cli_force_hint_names_the_data_dir(tmp_path, capsys):
+    from aelab.cli import main
+
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(b"not an idx file")
+    assert main(["data", "mnist", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"aelab data mnist --force --data-dir {tmp_path}`" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("cut, problem", [(lambda b: b[:-5], "truncated"),
@@ -363,8 +389,10 @@ def test_default_data_dir_and_checksum(monkeypatch, tmp_path):
     monkeypatch.setenv("AELAB_DATA_DIR", str(tmp_path / "d"))
     assert data.default_data_dir() == tmp_path / "d"
     monkeypatch.delenv("AELAB_DATA_DIR")
-    monkeypatch.chdir(tmp_path)
-    assert data.default_data_dir() == tmp_path / "data"
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)  # not an aelab checkout: the per-user folder
+    assert data.default_data_dir() == tmp_path / "home" / ".local" / "share" / "aelab"
     mnist = "".join(f"{fs.name} {fs.md5}\n" for fs in data.DATASETS["mnist"].files)
     assert data.dataset_checksum("mnist") == hashlib.sha256(mnist.encode()).hexdigest()[:16]
     assert data.dataset_checksum("mnist") != data.dataset_checksum("fashion-mnist")

@@ -3,6 +3,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,6 +212,40 @@ def test_results_quick_writes_the_table_json_and_figure(mnist_dir, tmp_path, cap
     capsys.readouterr()
     assert main(argv) == 0
     assert "training" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_results_land_in_the_named_folder_and_never_in_docs(mnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a user's folder, with a docs/ of its own
+    (tmp_path / "docs").mkdir()
+    argv = ["results", "--quick", "--only", "pca30", "--out", "named", "--data-dir", str(mnist_dir),
+            "--device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "RESULTS.md and the groups' JSON files in named/" in out
+    by_name = {r["name"]: r for r in json.loads((tmp_path / "named" / "results.json").read_text())}
+    assert by_name["pca30"]["sse_per_image"] == pytest.approx(13.87, abs=0.01)
+    assert "| PCA, 30 numbers | `pca` | 30 |" in (tmp_path / "named" / "RESULTS.md").read_text()
+    assert (tmp_path / "named" / "img" / "compare30.png").is_file()
+    assert list((tmp_path / "docs").iterdir()) == []
+    assert {p.name for p in tmp_path.iterdir()} <= {"docs", "named", "runs"}
+
+
+def test_results_default_folder_is_docs_only_at_the_root_of_the_checkout(tmp_path, monkeypatch):
+    from aelab.cli.results import results_folders
+    from aelab.data.registry import is_aelab_checkout
+
+    assert is_aelab_checkout(Path(__file__).resolve().parents[1])  # `make results` keeps docs/RESULTS.md
+    monkeypatch.chdir(tmp_path)
+    assert results_folders(None, None, quick=False) == (Path("runs/results"), Path("aelab-results"))
+    assert results_folders(None, None, quick=True) == (Path("runs/results-quick"),
+                                                       Path("runs/results-quick/docs"))
+    assert results_folders(Path("r"), Path("o"), quick=False) == (Path("r"), Path("o"))
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "someone-else"\n')
+    assert results_folders(None, None, quick=False)[1] == Path("aelab-results")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "aelab"\ndynamic = ["version"]\n')
+    assert results_folders(None, None, quick=False)[1] == Path("docs")
+    assert results_folders(None, None, quick=True)[1] == Path("runs/results-quick/docs")
 
 
 def test_unknown_row_is_a_clear_error(capsys):

