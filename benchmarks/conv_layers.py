@@ -4,12 +4,12 @@ oneDNN's convolutions, side by side in one process.
     python benchmarks/conv_layers.py [--rounds 5] [--steps 100] [--batch-size 64]
 
 Builds the seed `conv` model (channels_last, as the trainer does) and two op lists over the
-same weights with aelab.convmm.build_ops: aelab's (the layers as matrix products, im2col and
-col2im) and oneDNN's (every convolution through ATen's convolution kernels). Each round runs
-`--steps` forward + backward passes of real MNIST batches with each list in turn (A B A B
-...), timing every op, and the table gives the median over rounds of each layer's forward +
-backward milliseconds per step. The optimizer and the loss are left out: they are the same
-for both.
+same weights with aelab.train.fast.convmm.build_ops: aelab's (the layers as matrix products,
+im2col and col2im) and oneDNN's (every convolution through ATen's convolution kernels). Each
+round runs `--steps` forward + backward passes of real MNIST batches with each list in turn
+(A B A B ...), timing every op, and the table gives the median over rounds of each layer's
+forward + backward milliseconds per step. The optimizer and the loss are left out: they are
+the same for both.
 """
 
 from __future__ import annotations
@@ -50,10 +50,8 @@ def main(argv=None) -> int:
     prepare_process()
     import torch
 
-    from aelab import convmm
-    from aelab.data import load_dataset
-    from aelab.evaluate import to_float
-    from aelab.models import build_model
+    from aelab import build_model, load_dataset, to_float
+    from aelab.train.fast import convmm
 
     torch.manual_seed(0)
     model = build_model("conv").to(memory_format=torch.channels_last)

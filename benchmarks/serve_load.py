@@ -35,13 +35,12 @@ TARGETS = {"p50_ms": 5.0, "p99_ms": 30.0, "rss_growth_pct": 5.0}
 
 def train_seed_runs(folder: Path, data_dir: Path | None) -> list[Path]:
     """One-epoch runs of the two seed models: their speed, not their accuracy, is measured."""
-    from aelab.config import TrainConfig
-    from aelab.train import train
+    import aelab
 
     runs = []
     for model in ("linear", "conv"):
-        cfg = TrainConfig(model=model, epochs=1, limit=256, device="cpu")
-        train(cfg, folder / model, data_dir=data_dir)
+        cfg = aelab.TrainConfig(model=model, epochs=1, limit=256, device="cpu")
+        aelab.train(cfg, folder / model, data_dir=data_dir)
         runs.append(folder / model)
     return runs
 
@@ -126,7 +125,7 @@ async def load(port: int, path: str, bodies: list[bytes], total: int, clients: i
 
 async def request_bodies(port: int, models: list[dict], data_dir) -> dict:
     """Real test digits and their real codes, 100 of each, so the work is representative."""
-    from aelab.data import load_dataset
+    from aelab import load_dataset
 
     x, _ = load_dataset("mnist", "test", data_dir=data_dir)
     images = [np.round(x[i].numpy().reshape(-1) / 255, 4).tolist() for i in range(100)]
@@ -179,7 +178,7 @@ def report(rows: list[dict], rss: dict, clients: int) -> bool:
     return ok
 
 
-def main() -> int:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", nargs="+", type=Path, default=None,
                     help="run folders to serve (default: train tiny linear and conv runs)")
@@ -189,7 +188,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=200, help="warm-up requests per scenario (default: 200)")
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="dataset folder (default: $AELAB_DATA_DIR, else ./data)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or train_seed_runs(Path(tmp), args.data_dir)
         proc, port = start_server(runs, args.data_dir)

@@ -295,22 +295,50 @@ class Trainer:
             with flushing_denormals():
                 # before anything is written: a missing tensorboard package leaves no run folder
                 self.tb = open_log(self.run_dir, self.config.tensorboard, self.dist.is_main)
-                if self.dist.is_main:  # a full disk or a file in the way: an error naming it
-                    lock = RunLock.acquire(make_dirs(self.run_dir), log=self.log)
-                self._load_data()
-                self._build(resume)
-                start = self._resume() if resume else self._start_new(restart)
-                self._choose_step()
+                lock = self._lock()
+                start = self._set_up(resume, restart)
                 self._loop(start)
         finally:
             if self.tb is not None:
                 self.tb.close()
-            if lock is not None:
-                lock.release()
-                if created:  # stopped before anything was written: leave no empty folder
-                    _remove_if_empty(self.run_dir)
+            self._unlock(lock, created)
             D.shutdown(self.dist)
         return TrainResult(self.run_dir, self.metrics, self.model)
+
+    def prepare(self, resume: bool = False, restart: bool = False) -> int:
+        """What run() does before its first epoch, without training: load the data, build
+        the model and optimizer (restored from the last checkpoint with `resume`), write the
+        run's config.json and choose the step. Returns the first epoch to train; after it,
+        `train_epoch(epoch)` trains one (benchmarks/gpu_train.py profiles steps this way).
+        Like run(), it locks the run folder and flushes subnormals while it works; it
+        returns with the lock released, and a folder it made but wrote nothing into
+        removed."""
+        created, lock = not self.run_dir.exists(), None
+        try:
+            with flushing_denormals():
+                lock = self._lock()
+                return self._set_up(resume, restart)
+        finally:
+            self._unlock(lock, created)
+
+    def _set_up(self, resume: bool, restart: bool) -> int:
+        self._load_data()
+        self._build(resume)
+        start = self._resume() if resume else self._start_new(restart)
+        self._choose_step()
+        return start
+
+    def _lock(self) -> RunLock | None:
+        if not self.dist.is_main:  # rank 0 alone writes the folder
+            return None
+        # a full disk or a file in the way: an error naming it
+        return RunLock.acquire(make_dirs(self.run_dir), log=self.log)
+
+    def _unlock(self, lock: RunLock | None, created: bool) -> None:
+        if lock is not None:
+            lock.release()
+            if created:  # stopped before anything was written: leave no empty folder
+                _remove_if_empty(self.run_dir)
 
     def _loop(self, start: int) -> None:
         c = self.config
