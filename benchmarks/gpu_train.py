@@ -139,7 +139,7 @@ def parse_args(argv=None):
     p.add_argument("--models", nargs="+", default=["linear", "conv"], help="(default: linear conv)")
     p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
                    help=f"(default: {' '.join(VARIANTS)}; on the CPU those without CUDA graphs)")
-    p.add_argument("--data-dir", default=None, help="(default: $AELAB_DATA_DIR or ./data)")
+    p.add_argument("--data-dir", default=None, help="(default: aelab's data folder, see docs/data.md)")
     p.add_argument("--profile-steps", type=int, default=30,
                    help="steps in the profiled epoch (default: 30)")
     p.add_argument("--no-profile", action="store_true", help="skip the kernel profile")

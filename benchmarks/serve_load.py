@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=50, help="concurrent clients (default: 50)")
     ap.add_argument("--warmup", type=int, default=200, help="warm-up requests per scenario (default: 200)")
     ap.add_argument("--data-dir", type=Path, default=None,
-                    help="dataset folder (default: $AELAB_DATA_DIR, else ./data)")
+                    help="dataset folder (default: aelab's data folder, see docs/data.md)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or train_seed_runs(Path(tmp), args.data_dir)
