@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="A/B rounds (default: 5)")
     p.add_argument("--steps", type=int, default=100, help="steps per variant per round (default: 100)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--data-dir", default=None, help="dataset folder (default: aelab's data folder, see docs/data.md)")
+    p.add_argument("--data-dir", default=None,
+                   help="dataset folder (default: aelab's data folder, see docs/data.md)")
     a = p.parse_args(argv)
 
     from aelab.runtime import prepare_process
