@@ -445,3 +445,12 @@ def test_model_args_and_train_options_reach_the_runs(mnist_dir, tmp_path):
         ("adamw", "onecycle", 128, 0.003, "bce")
     summary = json.loads((out / "holdout-7" / "anomaly.json").read_text())
     assert summary["nap_layers"] == [[1, 28, 28], [64], [8]] and 0.5 < summary["auc"] <= 1
+
+
+def test_the_class_to_single_out_is_checked_against_the_dataset(mnist_dir, tmp_path, capsys):
+    """No MNIST constant in the command: the class count comes from the dataset."""
+    assert _anomaly(mnist_dir, tmp_path / "a", "--holdout-digit", "12") == 2
+    assert "has classes 0 to 9" in capsys.readouterr().err
+    assert _anomaly(mnist_dir, tmp_path / "b", "--holdout-digit", "nine") == 2
+    assert "give a class number" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

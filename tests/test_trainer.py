@@ -16,6 +16,7 @@ from aelab.train import Trainer, train
 from aelab.train.step import AutogradStep, Objective
 from aelab.train.trainer import lr_factor
 from aelab.models import build_model
+from aelab.data import load_dataset
 
 
 def _cfg(**kw):
@@ -179,3 +180,21 @@ def test_train_flushes_subnormals_while_it_trains_and_gives_the_setting_back(
     finally:
         set_flush_denormal(bool(before))
     assert seen == [True, True]
+
+
+def test_class_limits_come_from_the_dataset_not_from_mnist(mnist_dir, tmp_path):
+    """A 12-class dataset may leave out class 11 and hold out more than MNIST's 60,000 images'
+    worth of nothing: the limits are the dataset's own sizes and class count."""
+    import numpy as np
+
+    x, y = (t.numpy() for t in load_dataset("mnist", "train", data_dir=mnist_dir))
+    images, labels = x[:1200], np.arange(1200) % 12  # classes 0..11
+    quiet = {"log": _quiet, "progress": False}
+    r = train(_cfg(limit=None, exclude_digits=[11]), tmp_path / "twelve", images=images,
+              labels=labels, test_images=x[:120], test_labels=np.arange(120) % 12, **quiet)
+    assert r.metrics[-1]["epoch"] == 1
+    with pytest.raises(AelabError, match="has classes 0 to 9"):
+        train(_cfg(exclude_digits=[11]), tmp_path / "mnist", data_dir=mnist_dir, **quiet)
+    with pytest.raises(AelabError, match="has only"):
+        train(_cfg(val_split=70_000), tmp_path / "big", data_dir=mnist_dir, **quiet)
+    TrainConfig(val_split=70_000)  # valid for a dataset that large

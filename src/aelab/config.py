@@ -85,12 +85,13 @@ class TrainConfig:
                 bad(name, "must be true or false")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             bad("grad_clip", "must be a finite number > 0, or omitted")
-        if not isinstance(self.val_split, int) or not 0 <= self.val_split < 60000:
-            bad("val_split", "must be a whole number of images, 0 to 59,999")
+        # the upper limits depend on the dataset: the trainer checks them against its sizes
+        if not isinstance(self.val_split, int) or isinstance(self.val_split, bool) or self.val_split < 0:
+            bad("val_split", "must be a whole number of images, 0 or more")
         if self.noise is not None:
             parse_noise(self.noise)
-        if any(not isinstance(d, int) or not 0 <= d <= 9 for d in self.exclude_digits):
-            bad("exclude_digits", "must be digits 0 to 9")
+        if any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in self.exclude_digits):
+            bad("exclude_digits", "must be class numbers 0 or more (0 to 9 for MNIST)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -461,12 +461,13 @@ def format_table(results: list[dict], markdown: bool = True) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def anomaly(holdouts: list[int], out: Path, *, model: str = "conv", dataset: str = "mnist",
+def anomaly(holdouts: list[int] | None, out: Path, *, model: str = "conv", dataset: str = "mnist",
             epochs: int = EPOCHS, seed: int = 0, limit: int | None = None, device: str = "auto",
             data_dir=None, log=print, dataset_options: dict | None = None,
             protocol: str = "one-class", pca_k: int | None = None, model_args: dict | None = None,
             train_options: dict | None = None) -> list[dict]:
-    """Take each class in turn under `protocol`; writes out/anomaly.json, out/anomaly.md
+    """Take each class in `holdouts` (None: every class of the dataset) in turn under
+    `protocol`; writes out/anomaly.json, out/anomaly.md
     (and out/roc_all.png for several classes); returns the per-class summaries.
     `model_args` go to the model; `train_options` are other TrainConfig fields."""
     if epochs < 1:
@@ -482,6 +483,8 @@ def anomaly(holdouts: list[int], out: Path, *, model: str = "conv", dataset: str
         raise AelabError(f"anomaly detection holds one class out, and {info['name']} has no "
                          "labels; give a dataset with classes (e.g. an image folder with one "
                          "subfolder per class)")
+    if holdouts is None:  # every class of the dataset in turn
+        holdouts = list(range(len(info["class_names"])))
     missing = [d for d in holdouts if d >= len(info["class_names"])]
     if missing:
         raise AelabError(f"--holdout-digit {missing[0]}: {info['name']} has classes 0 to "

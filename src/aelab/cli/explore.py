@@ -11,6 +11,7 @@ from pathlib import Path
 from ..apps import anomaly as A
 from ..apps import explore as X
 from ..apps.tasks import ANOMALY
+from ..errors import AelabError
 from ..models import MODELS
 from .common import (add_checkpoint_arg, add_common_args, add_dataset_args, dataset_arg, json_object,
                      model_name)
@@ -82,8 +83,14 @@ def _anomaly_settings(a) -> dict:
             "train_options": train_options, "epochs": epochs}
 
 
+def _class_number(text: str) -> int:
+    if not text.isdigit():
+        raise AelabError(f"--holdout-digit {text!r}: give a class number (0 to 9 for MNIST) or all")
+    return int(text)
+
+
 def cmd_anomaly(a) -> int:
-    digits = list(range(10)) if a.holdout_digit == "all" else [int(a.holdout_digit)]
+    digits = None if a.holdout_digit == "all" else [_class_number(a.holdout_digit)]
     s = _anomaly_settings(a)
     out = a.out or Path("runs") / f"anomaly-{s['model']}-{datetime.now():%Y%m%d-%H%M%S}"
     t0 = time.perf_counter()
@@ -113,7 +120,7 @@ def add_anomaly(sub) -> None:
                    "(Ruff et al. 2018); leave-one-out: train on the other nine, the class is "
                    "the anomaly (default: one-class)")
     p.add_argument("--holdout-digit", "--digit", dest="holdout_digit", required=True,
-                   choices=[*map(str, range(10)), "all"], metavar="{0..9,all}",
+                   metavar="{0..9,all}",
                    help="the class the protocol singles out (one-class: the normal class; "
                    "leave-one-out: the held-out one); `all` takes each in turn (required)")
     p.add_argument("--pca-k", type=int, default=None, metavar="K",

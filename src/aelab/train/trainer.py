@@ -138,6 +138,10 @@ class Trainer:
                              "training images; hold out fewer")
         if c.exclude_digits and not self.dataset_info["has_labels"]:
             raise AelabError(f"--exclude-digits needs labels, and {c.dataset} has none")
+        n_classes = len(self.dataset_info["class_names"])
+        if any(d >= n_classes for d in c.exclude_digits):
+            raise AelabError(f"--exclude-digits {max(c.exclude_digits)}: {c.dataset} has classes "
+                             f"0 to {n_classes - 1}")
         val_x = val_y = None
         if c.val_split:  # the last N training images: model selection never sees the test set
             train_x, val_x = train_x[: -c.val_split], train_x[-c.val_split :]
