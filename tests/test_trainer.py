@@ -187,7 +187,7 @@ def test_class_limits_come_from_the_dataset_not_from_mnist(mnist_dir, tmp_path):
     worth of nothing: the limits are the dataset's own sizes and class count."""
     import numpy as np
 
-    x, y = (t.numpy() for t in load_dataset("mnist", "train", data_dir=mnist_dir))
+    x, _ = (t.numpy() for t in load_dataset("mnist", "train", data_dir=mnist_dir))
     images, labels = x[:1200], np.arange(1200) % 12  # classes 0..11
     quiet = {"log": _quiet, "progress": False}
     r = train(_cfg(limit=None, exclude_digits=[11]), tmp_path / "twelve", images=images,
