@@ -216,7 +216,8 @@ class _LinearAE(torch.nn.Module):
 
 
 def test_refinement_reaches_the_best_code_of_a_linear_decoder(mnist_dir):
-    from aelab.data.batches import reconstruction_sse, refined_sse, to_float
+    from aelab.data.batches import reconstruction_sse, to_float
+    from aelab.evaluate import refined_sse
 
     x, _ = load_dataset("mnist", "test", data_dir=mnist_dir)
     x = x[:200]

@@ -22,7 +22,8 @@ from .. import data as data_mod
 from .. import pca
 from .._io import atomic_write_json
 from ..config import TrainConfig
-from ..data.batches import REFINE_LR, encode_all, figure_digits, to_float
+from ..data.batches import encode_all, figure_digits, to_float
+from ..evaluate import REFINE_LR
 from ..errors import AelabError
 from ..evaluate import evaluate_run, summarize
 from ..figures import image_rows
