@@ -22,7 +22,15 @@ from aelab.train.lock import LOCK_NAME, RunFolderBusy, RunLock
 def _aelab(*argv, mnist_dir, **kw):
     env = dict(os.environ, AELAB_DATA_DIR=str(mnist_dir))
     return subprocess.Popen([sys.executable, "-m", "aelab", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_sigint, **kw)
+
+
+def _default_sigint():
+    """A shell running the tests in the background (`make test &`, some CI runners) starts
+    them with SIGINT ignored, which children inherit and Python then leaves ignored: the
+    child gets Ctrl-C's default disposition back, as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(predicate, timeout=120.0):
