@@ -287,7 +287,7 @@ def _calls_to_anomaly(monkeypatch) -> list[dict]:
 def test_preset_results_trains_as_the_results_group_does(monkeypatch, tmp_path, protocol):
     """`aelab anomaly --preset results` hands apps.anomaly.anomaly what `aelab results
     --only anomaly` hands it (all but where the output goes and how it is logged)."""
-    from aelab.apps import tasks
+    from aelab.results import anomaly as tasks
 
     calls = _calls_to_anomaly(monkeypatch)
     tasks._anomaly_protocol(protocol, root=tmp_path, quick=False, force=True, data_dir=None,

@@ -25,6 +25,7 @@ LAYERS = [
     ["aelab.pca", "aelab.represent"],
     ["aelab.evaluate"],
     ["aelab.apps"],
+    ["aelab.results"],  # the result groups: they train, evaluate and run the apps
     ["aelab.cli"],
     ["aelab.__main__"],
 ]

@@ -1,5 +1,6 @@
-"""The results table: presets, label probes, PCA rows, run reuse, and `aelab results
---quick` end to end on a few rows."""
+"""The result groups: the registry (each group's JSON file, RESULTS.md section and rows
+rendered from the committed JSON), presets, label probes, PCA rows, run reuse, and
+`aelab results --quick` end to end on a few rows."""
 
 import json
 import re
@@ -19,12 +20,80 @@ from aelab.models import build_model
 from aelab.presets import PRESETS
 from aelab.represent import knn_accuracy, probe_accuracy
 from aelab.runtime import hardware
-from aelab.apps.results import ROWS, VAL_SPLIT, combine_seeds, ensure_trained, preset_config
+from aelab.results import GROUPS, read_rows, split_only
+from aelab.results import reconstruction
+from aelab.results.document import results_document
+from aelab.results.learned import combine_seeds
+from aelab.results.reconstruction import ROWS, VAL_SPLIT, targets_lines, training_time
+from aelab.results.render import machines_lines, markdown_table
+from aelab.results.training import ensure_trained, preset_config
 
 LEARNED = [r for r in ROWS if r.preset is not None]
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+JSON_FILES = {"reconstruction": "results.json", "vae": "results-vae.json",
+              "anomaly": "results-anomaly.json", "denoise": "results-denoise.json"}
 REQUIRED = {"name", "model", "latent_dim", "params", "sse_per_image", "sse_per_image_std",
             "mse_per_pixel", "psnr_db", "knn_accuracy", "probe_accuracy", "epochs",
             "train_seconds", "seeds", "preset", "hardware"}
+
+
+# --- the groups -----------------------------------------------------------------------
+
+
+def test_the_four_groups_in_the_order_of_results_md():
+    assert list(GROUPS) == ["reconstruction", "vae", "anomaly", "denoise"]
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_each_group_keeps_its_json_file(group):
+    assert GROUPS[group].json_file == JSON_FILES[group]  # the committed docs/ file names
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_each_group_renders_its_committed_section_from_its_committed_json(group):
+    """docs/RESULTS.md is generated: each group's section is what its JSON renders to."""
+    rows = read_rows(DOCS, group)
+    assert rows, f"docs/{JSON_FILES[group]} is missing or empty"
+    section = GROUPS[group].section(rows, False)
+    assert section.startswith("## ") and section in (DOCS / "RESULTS.md").read_text()
+
+
+def test_results_md_is_rebuilt_from_the_committed_json_unchanged():
+    assert results_document(DOCS, quick=False) == (DOCS / "RESULTS.md").read_text()
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_a_group_not_run_yet_says_how_to_run_it(group, tmp_path):
+    md = results_document(tmp_path, quick=True)
+    assert f"`aelab results --only {group}` writes `{JSON_FILES[group]}` and this section." in md
+    assert "--quick run" in md
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_each_group_is_documented_with_its_json_file(group):
+    """docs/training.md's table of groups names every registered group and its file."""
+    text = (DOCS / "training.md").read_text()
+    assert re.search(rf"^\| `{group}` \|.*\| `{re.escape(JSON_FILES[group])}` \|$", text, re.M), group
+
+
+def test_markdown_table_aligns_columns_as_asked():
+    assert markdown_table(["a", "b"], [["1", "2"]], "lr") == "| a | b |\n|---|---:|\n| 1 | 2 |"
+    assert markdown_table(["a"], []) == "| a |\n|---|"
+    with pytest.raises(ValueError, match="2 letters for 1 columns"):
+        markdown_table(["a"], [], "lr")
+
+
+def test_training_time_counts_each_run_once_from_the_rows():
+    rows = [{"name": "pca5", "preset": None, "missing": False, "train_seconds": None},
+            {"name": "a", "preset": "a", "missing": False, "train_seconds": 600.0},
+            {"name": "b", "preset": "b", "missing": False, "train_seconds": 1200.0,
+             "train_seconds_by_seed": [1100.0, 1200.0, 1300.0]},
+            {"name": "b-refined", "preset": "b", "missing": False, "train_seconds": 1200.0,
+             "train_seconds_by_seed": [1100.0, 1200.0, 1300.0]},  # the same runs as b
+            {"name": "c", "preset": "c", "missing": True, "train_seconds": None}]
+    text = training_time(rows)
+    assert "trained for 70 min in all" in text and "the 3 seeds of `b` alone for 60 min" in text
+    assert training_time(rows[:1]) == ""  # nothing trained: no sentence
 
 
 # --- presets and rows -----------------------------------------------------------------
@@ -141,17 +210,15 @@ def test_finished_runs_are_reused_and_unfinished_ones_resumed(mnist_dir, tmp_pat
 
 
 def test_force_retrains_a_run_once_though_two_rows_use_it(tmp_path, monkeypatch):
-    from aelab.apps import results as R
-
-    monkeypatch.setattr(R, "ROWS", [r for r in ROWS if r.name in ("best-5", "best-5-refined")])
+    monkeypatch.setattr(reconstruction, "ROWS", [r for r in ROWS if r.name in ("best-5", "best-5-refined")])
     calls = []
-    monkeypatch.setattr(R, "ensure_trained",
+    monkeypatch.setattr(reconstruction, "ensure_trained",
                         lambda cfg, run_dir, *, force, **_: calls.append((run_dir.name, force)))
-    monkeypatch.setattr(R, "_seed_result", lambda run_dir, **_: {
+    monkeypatch.setattr(reconstruction, "seed_result", lambda run_dir, **_: {
         "model": "mlp", "latent_dim": 5, "params": 1, "sse_per_image": 1.0, "sse_per_image_std": 0.1,
         "mse_per_pixel": 1 / 784, "knn_accuracy": 0.5, "probe_accuracy": 0.5, "epoch": 1,
         "train_seconds": 1.0, "run_dir": str(run_dir), "hardware": "X", "eval_hardware": "X"})
-    R.collect(root=tmp_path, only=None, quick=True, force=True, log=lambda *_: None)
+    reconstruction.collect(root=tmp_path, only=None, quick=True, force=True, log=lambda *_: None)
     assert calls == [("best-5-seed0", True), ("best-5-seed0", False)]  # the refined row reuses it
 
 
@@ -232,8 +299,8 @@ def test_results_land_in_the_named_folder_and_never_in_docs(mnist_dir, tmp_path,
 
 
 def test_results_default_folder_is_docs_only_at_the_root_of_the_checkout(tmp_path, monkeypatch):
-    from aelab.cli.results import results_folders
     from aelab.data.registry import is_aelab_checkout
+    from aelab.results import output_folders as results_folders
 
     assert is_aelab_checkout(Path(__file__).resolve().parents[1])  # `make results` keeps docs/RESULTS.md
     monkeypatch.chdir(tmp_path)
@@ -256,22 +323,20 @@ def test_unknown_row_is_a_clear_error(capsys):
 
 
 def test_only_takes_groups_and_rows():
-    from aelab.apps.results import split_only
-
-    assert split_only(None) == (["reconstruction", "vae", "anomaly", "denoise"], None)
-    assert split_only(["vae"]) == (["vae"], [])
-    assert split_only(["denoise", "best-5"]) == (["reconstruction", "denoise"], ["best-5"])
-    assert split_only(["reconstruction"]) == (["reconstruction"], None)
+    assert split_only(None) == dict.fromkeys(["reconstruction", "vae", "anomaly", "denoise"])
+    assert split_only(["vae"]) == {"vae": None}
+    # a row runs its group with that row alone trained, in the groups' order
+    assert list(split_only(["denoise", "best-5"]).items()) == [("reconstruction", ["best-5"]),
+                                                               ("denoise", None)]
+    assert split_only(["reconstruction", "best-5"]) == {"reconstruction": None}
 
 
 def test_rows_without_runs_keep_their_earlier_entry(mnist_dir, tmp_path, monkeypatch):
-    from aelab.apps import results as R
-
-    monkeypatch.setattr(R, "ROWS", [r for r in ROWS if r.name in ("best-5", "best-64")])
+    monkeypatch.setattr(reconstruction, "ROWS", [r for r in ROWS if r.name in ("best-5", "best-64")])
     earlier = [{"name": "best-64", "label": "best 64-number model", "preset": "best-64",
                 "missing": False, "sse_per_image": 0.93, "hardware": "elsewhere"}]
-    rows = R.collect(root=tmp_path, only=[], quick=False, force=False, data_dir=mnist_dir,
-                   log=lambda *_: None, previous=earlier)
+    rows = reconstruction.collect(root=tmp_path, only=[], quick=False, force=False, data_dir=mnist_dir,
+                                  log=lambda *_: None, previous=earlier)
     by_name = {r["name"]: r for r in rows}
     assert by_name["best-64"]["carried"] and by_name["best-64"]["sse_per_image"] == 0.93
     assert by_name["best-5"]["missing"]  # nothing earlier: not run yet
@@ -292,8 +357,6 @@ def _target_row(preset, sse, seeds=1, planned=1, minutes=(5.0,), label=None):
 
 
 def test_targets_need_every_planned_seed_and_the_time_limit():
-    from aelab.apps.results import targets_lines
-
     def verdict(preset, row):
         line = next(x for x in targets_lines([row]).splitlines() if x.startswith(f"- {preset}"))
         return line.rsplit("**", 2)[-2]
@@ -308,8 +371,6 @@ def test_targets_need_every_planned_seed_and_the_time_limit():
 
 
 def test_machines_lines_group_rows_by_machine():
-    from aelab.apps.results import machines_lines
-
     rows = [{"name": "a", "hardware": "X"}, {"name": "b", "hardware": "Y"},
             {"name": "c", "hardware": "X"}, {"name": "d", "missing": True, "hardware": "Z"}]
     assert machines_lines(rows) == "  - X: `a`, `c`\n  - Y: `b`"

@@ -1,10 +1,12 @@
 """Named training presets: `aelab train --preset NAME` runs one row of the results table
 with its exact settings. Each is a partial TrainConfig (as a dict); flags override it.
 
-`aelab results` trains every preset named in aelab.results.ROWS. Each learned preset holds
-out the last 10,000 training images (val_split) and keeps the checkpoint with the lowest
-validation MSE, so the test set is never used to choose anything. Epoch counts are sized so
-that each run trains in at most about 20 minutes on a 2-core laptop CPU.
+`aelab results` trains them: the reconstruction group every preset named in
+aelab.results.reconstruction.ROWS, the vae group `vae-binarized`, the denoise group each
+`denoise-<noise>`. Each learned preset holds out the last 10,000 training images (val_split)
+and keeps the checkpoint with the lowest validation MSE, so the test set is never used to
+choose anything. Epoch counts are sized so that each run trains in at most about 20 minutes
+on a 2-core laptop CPU.
 """
 
 from __future__ import annotations

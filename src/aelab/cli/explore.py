@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..apps import anomaly as A
 from ..apps import explore as X
-from ..apps.tasks import ANOMALY
+from ..results.anomaly import ANOMALY
 from ..errors import AelabError
 from ..models import MODELS
 from .common import (add_checkpoint_arg, add_common_args, add_dataset_args, dataset_arg, json_object,
