@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from aelab.runs import load_run, read_checkpoint, save_checkpoint
 from aelab.config import TrainConfig
 from aelab.errors import AelabError
-from aelab.models import MODELS, build_model, count_parameters
+from aelab.models import ACTIVATIONS, MODELS, build_model, count_parameters
 
 NAMES = sorted(MODELS)
 SEED_PARAMS = {"linear": 219_941, "conv": 210_369}
@@ -123,3 +123,27 @@ def test_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(AelabError, match="lr"):
         TrainConfig(lr=-1)
     assert TrainConfig().figure_epochs() == [1, 5, 9, 13]
+
+
+ACT_MODELS = [n for n in NAMES if "act" in inspect.signature(MODELS[n]).parameters]
+
+
+def test_some_models_take_an_activation():
+    assert {"mlp", "convnet", "vae-mlp"} <= set(ACT_MODELS)
+
+
+@pytest.mark.parametrize("name", ACT_MODELS)
+def test_every_activation_name_means_the_same_layer_in_every_model(name):
+    """One table (aelab.models.ACTIVATIONS): each name builds that layer in every model
+    with an `act` argument, and a wrong name lists them all."""
+    small = {"latent_dim": 4, "hidden": [8]} if name != "convnet" else {"latent_dim": 4,
+                                                                         "channels": [4, 4, 4]}
+    def count(act, cls):
+        return sum(type(m) is cls for m in build_model(name, act=act, **small).modules())
+
+    for act, layer in ACTIVATIONS.items():
+        other = "tanh" if act != "tanh" else "relu"
+        assert count(act, type(layer())) > count(other, type(layer())), act
+    valid = ", ".join(sorted(ACTIVATIONS))
+    with pytest.raises(AelabError, match=f"unknown activation 'swish'; choose one of: {valid}$"):
+        build_model(name, act="swish", **small)

@@ -74,7 +74,8 @@ def test_residual_blocks_add_parameters_not_shape_changes():
 @pytest.mark.parametrize("name,kwargs,match", [
     ("mlp", {"shape": "hinton2007"}, "unknown mlp shape 'hinton2007'; choose one of: hinton2006"),
     ("mlp", {"norm": "layer"}, "unknown norm for mlp 'layer'; choose one of: batch, none"),
-    ("convnet", {"act": "tanh"}, "unknown activation 'tanh'; choose one of: gelu, relu"),
+    ("convnet", {"act": "swish"},
+     "unknown activation .swish.; choose one of: elu, gelu, relu, sigmoid, silu, tanh"),
     ("convnet", {"channels": [8, 8]}, "channels must be 3 widths"),
     ("mlp", {"latent_dim": 0}, "must be >= 1"),
 ])

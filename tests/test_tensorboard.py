@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from aelab.cli import main
-from aelab.train.tensorboard import LR_TAG, MISSING, SCALARS
+from aelab.train.tensorboard import LR_TAG, MISSING, SCALARS, term_tag
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
@@ -38,7 +38,8 @@ def test_scalars_and_images_match_the_run(mnist_dir, tmp_path):
     acc = _events(run)
     tags = acc.Tags()
     assert set(tags["scalars"]) == {SCALARS["train_loss"], SCALARS["test_mse"],
-                                    SCALARS["images_per_second"], LR_TAG}  # no val split
+                                    SCALARS["images_per_second"], LR_TAG,
+                                    "loss/train_recon"}  # no val split; the one loss term
     metrics = _metrics(run)
     for key in ("train_loss", "test_mse", "images_per_second"):
         events = acc.Scalars(SCALARS[key])
@@ -74,3 +75,15 @@ def test_missing_package_stops_before_training(mnist_dir, tmp_path, monkeypatch,
     assert f"aelab train: error: {MISSING}" in err
     assert "pip install 'aelab[tensorboard]'" in err and "Traceback" not in err
     assert not run.exists()  # no config, no checkpoints: the same --run-dir works once installed
+
+
+def test_every_loss_term_is_charted_beside_the_loss(mnist_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "vae", "--latent-dim", "4", "--epochs", "1", "--limit", "128",
+                 "--device", "cpu", "--figure-every", "100", "--data-dir", str(mnist_dir),
+                 "--run-dir", str(run), "--tensorboard"]) == 0
+    acc, (m,) = _events(run), _metrics(run)
+    assert term_tag("loss_kl") == "loss/train_kl"
+    for key in ("train_loss", "loss_recon", "loss_kl"):
+        tag = SCALARS.get(key) or term_tag(key)
+        assert [(e.step, e.value) for e in acc.Scalars(tag)] == [(1, pytest.approx(m[key], rel=1e-6))]

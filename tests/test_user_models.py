@@ -241,6 +241,32 @@ def test_bad_references_exit_2_without_traceback(tinymods, mnist_dir, tmp_path, 
     assert code == 2 and expect in err and "Traceback" not in err, err
 
 
+DECLARED = textwrap.dedent('''
+
+    from aelab.models import ModelSpec
+
+
+    class SaysVAE(TinyAE):
+        model_spec = ModelSpec(kind="variational", sampler="prior",
+                               loss_terms={"recon": 1.0, "kl": 1.0})
+
+        def loss_terms(self, x_in, x, autocast_bf16=False):
+            recon = (self(x_in) - x).square().flatten(1).sum(1)
+            return {"recon": recon}  # no kl, though it declares one
+''')
+
+
+def test_a_declaration_a_user_model_does_not_keep_exits_2_naming_it(tinymods, mnist_dir, tmp_path,
+                                                                       capsys):
+    tinymods.write_text(TINY + DECLARED)
+    code = main(["train", "tinymods:SaysVAE", "--limit", "64", "--epochs", "1", "--device", "cpu",
+                 "--run-dir", str(tmp_path / "run"), "--data-dir", str(mnist_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert ("model 'tinymods:SaysVAE' breaks the aelab model contract: loss_terms(x_in, x) of x "
+            "(2, 1, 28, 28) returned the terms ['recon']; its model_spec declares ['kl', 'recon']") in err
+
+
 def test_unknown_name_is_refused_by_the_parser_with_the_choices(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "nope"])

@@ -23,6 +23,13 @@ def _images(n=6, seed=0):
     return torch.exp(-d2 / 20).unsqueeze(1)  # (n, 1, 28, 28)
 
 
+def _neg_elbo(m, x_in, x, **kw):
+    """The loss the trainer minimises per image (B,): recon + beta * kl (the model_spec's
+    weights); beta=1: the negative ELBO."""
+    terms = m.loss_terms(x_in, x, **kw)
+    return terms["recon"] + m.beta * terms["kl"]
+
+
 # --- the KL term ----------------------------------------------------------------------
 
 
@@ -53,9 +60,9 @@ def test_kl_and_loss_stay_float32_under_bf16_autocast():
     assert kl_standard_normal(torch.ones(2, 3, dtype=torch.bfloat16),
                               torch.zeros(2, 3, dtype=torch.bfloat16)).dtype == torch.float32
     torch.manual_seed(1)
-    fp32 = m.per_sample_loss(x, x)
+    fp32 = _neg_elbo(m, x, x)
     torch.manual_seed(1)
-    bf16 = m.per_sample_loss(x, x, autocast_bf16=True)
+    bf16 = _neg_elbo(m, x, x, autocast_bf16=True)
     assert bf16.dtype == torch.float32 and bf16.shape == (8,)
     assert torch.allclose(bf16, fp32, rtol=0.02)  # bf16 networks, same sample: close
 
@@ -82,7 +89,7 @@ def test_learned_sigma_is_a_trained_parameter():
     torch.manual_seed(0)
     m = build_model("vae", likelihood="gaussian", sigma="learned")
     x = _images(8)
-    m.per_sample_loss(x, x).mean().backward()
+    _neg_elbo(m, x, x).mean().backward()
     assert m.log_sigma.grad is not None and m.log_sigma.grad.abs() > 0
     assert m.log_sigma.item() == pytest.approx(math.log(0.1))
 
@@ -134,9 +141,9 @@ def test_iwae_with_one_sample_is_the_elbo_in_expectation():
         first = m.log_weights(x, 1, torch.Generator().manual_seed(1))[:, 0]
         log_w = m.log_weights(x, s, torch.Generator().manual_seed(1))  # (2, S): S draws of k=1
         torch.manual_seed(2)
-        neg_elbo = m.per_sample_loss(x.repeat(s, 1, 1, 1), x.repeat(s, 1, 1, 1)).view(s, 2)
+        neg_elbo = _neg_elbo(m, x.repeat(s, 1, 1, 1), x.repeat(s, 1, 1, 1)).view(s, 2)
     assert torch.allclose(one, first)
-    # E[log w] = ELBO, and per_sample_loss (closed-form KL) estimates -ELBO: they agree
+    # E[log w] = ELBO, and the training loss (closed-form KL) estimates -ELBO: they agree
     se = (log_w.var(1) / s + neg_elbo.var(0) / s).sqrt()
     assert ((log_w.mean(1) + neg_elbo.mean(0)).abs() < 4 * se).all()
 
@@ -159,6 +166,37 @@ def test_negative_elbo_falls_during_training(vae_run):
     losses = [m["train_loss"] for m in metrics]
     assert losses[0] > losses[1] > losses[2]
     assert 100 < losses[-1] < 400  # nats per image: BCE summed over 784 pixels plus KL
+
+
+def test_every_epoch_logs_recon_and_kl_whose_sum_is_the_loss(vae_run):
+    metrics = [json.loads(line) for line in (vae_run / "metrics.jsonl").read_text().splitlines()]
+    for m in metrics:  # beta = 1: the loss is the negative ELBO, recon + kl
+        assert m["loss_recon"] > 0 and m["loss_kl"] > 0
+        assert m["train_loss"] == pytest.approx(m["loss_recon"] + m["loss_kl"], rel=1e-5)
+    assert metrics[-1]["loss_recon"] < metrics[0]["loss_recon"]
+
+
+def test_resume_gives_the_weights_and_metrics_of_an_uninterrupted_run(mnist_dir, tmp_path):
+    """Bit for bit: the reparameterisation noise, like the batches, comes from seeded state."""
+    from safetensors.torch import load_file
+
+    def run(folder, *extra):
+        return main(["train", *extra, "--data-dir", str(mnist_dir)]) if extra[0] == "--resume" \
+            else main(["train", "vae", "--latent-dim", "4", "--limit", "256", "--seed", "7",
+                       "--device", "cpu", "--figure-every", "100", "--run-dir", str(folder),
+                       "--data-dir", str(mnist_dir), *extra])
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(a, "--epochs", "2") == 0 and run(b, "--epochs", "1") == 0
+    assert run(b, "--resume", str(b), "--epochs", "2") == 0
+    wa, wb = (load_file(d / "checkpoints" / "last.safetensors") for d in (a, b))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        if not k.startswith("rng."):
+            assert torch.equal(wa[k], wb[k]), k
+    ma, mb = ([json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()] for d in (a, b))
+    for key in ("train_loss", "loss_recon", "loss_kl", "test_mse"):
+        assert [m[key] for m in ma] == [m[key] for m in mb], key
 
 
 def test_extra_metrics_are_repeatable_and_ordered(vae_run, mnist_dir):

@@ -27,7 +27,7 @@ from .data.batches import (
     to_float,
 )
 from .errors import AelabError
-from .models import count_parameters
+from .models import count_parameters, spec
 from .runs import eval_file_name, load_run, read_metrics
 from .runtime import hardware, resolve_device
 
@@ -153,7 +153,7 @@ def evaluate_run(run_dir, which: str | None = None, *, data_dir=None, device: st
     else:
         sse = reconstruction_sse(run.model, test_x.to(dev), run.config.eval_batch_size, corrupt_fn)
     result = summarize(sse, test_y)
-    if hasattr(run.model, "extra_metrics"):
+    if spec(run.model).likelihood:  # a VAE: its likelihood bounds
         result.update(_likelihood_metrics(run.model, test_x.to(dev), iw_k, log))
         result["binarize"] = run.config.binarize
     k = int(run.model.latent_dim)

@@ -36,7 +36,7 @@ from .data import load_dataset
 from .data.batches import (as_images, encode_all, gaussian_codes, images_to_float, principal_directions,
                            standard_normal)
 from .errors import AelabError
-from .models import model_record, rebuild_model
+from .models import model_record, rebuild_model, spec
 from .runtime import resolve_device
 
 FORMAT_VERSION = 1
@@ -246,8 +246,9 @@ class LoadedRun:
 
     @property
     def variational(self) -> bool:
-        """Whether the model declares itself a VAE (samples come from its prior N(0, I))."""
-        return bool(getattr(self.model, "variational", False))
+        """Whether the model's spec samples it from its prior N(0, I) (a VAE's sampler
+        "prior"), rather than from a Gaussian fitted to its training codes."""
+        return spec(self.model).sampler == "prior"
 
     def encode(self, images):
         """Codes of images: float32 (N, latent_dim), or (latent_dim,) for one image."""

@@ -66,6 +66,7 @@ from ..data import dataset_info, load_dataset
 from ..data.batches import reconstruction_sse, to_float
 from ..errors import AelabError
 from ..figures import save
+from ..models.contract import encoder_layers
 from ..runs import trained_on
 from ..runtime import hardware
 from ..train import train
@@ -114,8 +115,7 @@ def pathway(model, x: torch.Tensor) -> list[torch.Tensor]:
     each (B, ...) float32. h_1.. are the outputs of the `encoder` Sequential's children that
     end in an activation, caught while `model.encode(x)` runs; without such an encoder (or
     if encode never runs it) the pathway is [x, code]."""
-    encoder = getattr(model, "encoder", None)
-    blocks = [m for m in encoder if _ends_in_activation(m)] if isinstance(encoder, nn.Sequential) else []
+    blocks = [m for m in encoder_layers(model) if _ends_in_activation(m)]
     hidden: list[torch.Tensor] = []
 
     def keep(_module, _inputs, out):

@@ -28,6 +28,7 @@ from ..data import dataset_info, load_dataset
 from ..data.batches import encode_all, principal_directions, sample_codes, to_float
 from ..errors import AelabError
 from ..figures import image_rows, save
+from ..models import spec
 from ..models.vae import slerp
 from ..runs import load_run
 from ..runtime import resolve_device
@@ -247,7 +248,7 @@ def explore(run_dir, out: Path | None = None, *, which: str = "best", dataset: s
     model, names = run.model, list(info["class_names"])
     # NHWC lets oneDNN pick its fast convolution kernels, as the trainer does (layout only)
     model.to(memory_format=torch.channels_last)
-    variational = bool(getattr(model, "variational", False))
+    variational = spec(model).sampler == "prior"  # codes ~ N(0, I): sample it, slerp in it
     title = f"{run.config.model} ({Path(run_dir).name}, {info['name']})"
     train_codes, test_codes = encode_all(model, train_x), encode_all(model, test_x)
     return [

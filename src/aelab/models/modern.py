@@ -13,26 +13,19 @@ Pure nn.Modules: no I/O, no device logic, no training code.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from ..errors import AelabError
+from .activations import activation
+from .contract import ModelSpec
 from .registry import register_model
 
 # Named hidden widths for `mlp` (encoder side; the decoder mirrors them).
 MLP_SHAPES: dict[str, tuple[int, ...]] = {
     "hinton2006": (1000, 500, 250),  # Hinton & Salakhutdinov (2006), Fig. 2, with a 30-number code
 }
-
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,  # the 2006 paper's logistic units
-}
-
 
 def _choose(kind: str, name: str, table: dict):
     if name not in table:
@@ -58,7 +51,7 @@ def _dense(a: int, b: int, norm: str, act: str) -> list[nn.Module]:
     away again (and get no gradient)."""
     norm_layer = _norm1d(norm, b)
     return [nn.Linear(a, b, bias=norm_layer is None), *([norm_layer] if norm_layer else []),
-            _choose("activation", act, ACTIVATIONS)()]
+            activation(act)]
 
 
 @register_model("mlp")
@@ -69,7 +62,9 @@ class MLPAE(nn.Module):
     The default is the `hinton2006` shape, 30 numbers, batch norm and GELU (2,840,814
     parameters; 2,837,314 with norm="none", the paper's own count)."""
 
-    fused_dense = True  # with norm "none" and act "relu", aelab.train.fast may train it
+    # forward = decoder(encoder(x.flatten(1))): with norm "none" and act "relu", a plain
+    # Linear/ReLU stack that aelab.train.fast may train (after checking that it is)
+    model_spec = ModelSpec(fast_path="dense")
 
     def __init__(self, latent_dim: int = 30, hidden: list[int] | None = None,
                  shape: str = "hinton2006", norm: str = "batch", act: str = "gelu"):
@@ -103,7 +98,7 @@ def _conv(a: int, b: int, norm: str, act: str, *, stride: int = 1, up: bool = Fa
     conv = (nn.ConvTranspose2d(a, b, 4, stride=2, padding=1, bias=bias) if up
             else nn.Conv2d(a, b, 3, stride=stride, padding=1, bias=bias))
     return nn.Sequential(conv, *([norm_layer] if norm_layer else []),
-                         _choose("activation", act, ACTIVATIONS)())
+                         activation(act))
 
 
 class _Residual(nn.Module):
@@ -147,7 +142,7 @@ class ConvNetAE(nn.Module):
         # (B, c2 * 49), reshaped to (B, c2, 7, 7); no bias before a norm
         self.expand = nn.Linear(latent_dim, c2 * 49, bias=norm_layer is None)
         self.decoder = nn.Sequential(
-            *([norm_layer] if norm_layer else []), _choose("activation", act, ACTIVATIONS)(),
+            *([norm_layer] if norm_layer else []), activation(act),
             *res(c2),
             _conv(c2, c1, norm, act, up=True), *res(c1),  # (B, c1, 14, 14)
             _conv(c1, c0, norm, act, up=True),  # (B, c0, 28, 28)

@@ -29,10 +29,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..errors import AelabError
+from .contract import check_contract  # the contract lives in contract.py; build_model applies it
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 ENTRY_POINT_GROUP = "aelab.models"
@@ -120,52 +120,6 @@ def _check_arguments(name: str, factory, kwargs: dict) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-# --- the contract ---------------------------------------------------------------------
-
-
-def check_contract(model, name: str) -> None:
-    """Raise AelabError naming the part of the model contract that `model` breaks: an int
-    `latent_dim`, encode (2, 1, 28, 28) -> (2, latent_dim), decode -> (2, 1, 28, 28),
-    forward -> (2, 1, 28, 28). Runs on two images in eval mode, leaving the RNG, the
-    training mode and (no gradients) the weights as they were."""
-
-    def broken(what: str) -> AelabError:
-        return AelabError(f"model {name!r} breaks the aelab model contract: {what}")
-
-    if not isinstance(model, nn.Module):
-        raise broken(f"building it returned {type(model).__name__}, not a torch.nn.Module")
-    k = getattr(model, "latent_dim", None)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise broken(f"it needs an int attribute latent_dim >= 1 (the code size), not {k!r}")
-    was_training = model.training
-    model.eval()  # no batch-norm statistics updated by the check
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-            z = _call_part(model, "encode", x, (2, k), broken)
-            _call_part(model, "decode", z, (2, 1, 28, 28), broken)
-            _call_part(model, "forward", x, (2, 1, 28, 28), broken)
-    finally:
-        model.train(was_training)
-
-
-def _call_part(model, part: str, arg, expected: tuple, broken) -> torch.Tensor:
-    arg_name = "z" if part == "decode" else "x"
-    call = f"{part}({arg_name}) of {arg_name} {tuple(arg.shape)}"
-    fn = model if part == "forward" else getattr(model, part, None)
-    if fn is None:
-        raise broken(f"it has no {part}() method")
-    try:
-        out = fn(arg)
-    except Exception as e:  # the model's own code: say where it failed
-        raise broken(f"{call} raised {type(e).__name__}: {e}") from None
-    if not torch.is_tensor(out):
-        raise broken(f"{call} returned {type(out).__name__}, not a tensor of shape {expected}")
-    if tuple(out.shape) != expected:
-        raise broken(f"{call} returned shape {tuple(out.shape)}; expected {expected}")
-    return out
 
 
 # --- references: module:attr ----------------------------------------------------------

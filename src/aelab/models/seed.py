@@ -8,6 +8,7 @@ import itertools
 import torch
 from torch import nn
 
+from .contract import ModelSpec
 from .registry import register_model
 
 
@@ -27,7 +28,8 @@ def _mlp(sizes: list[int], last: nn.Module | None) -> nn.Sequential:
 class LinearAE(nn.Module):
     """The seed's fully connected autoencoder: 784-128-64-12-5 and back (219,941 parameters)."""
 
-    fused_dense = True  # forward = decoder(encoder(x.flatten(1))): aelab.train.fast may train it
+    # forward = decoder(encoder(x.flatten(1))): aelab.train.fast may train it (after checking)
+    model_spec = ModelSpec(fast_path="dense")
 
     def __init__(self, hidden: tuple[int, ...] = (128, 64, 12), latent_dim: int = 5):
         super().__init__()
@@ -51,7 +53,8 @@ class ConvAE(nn.Module):
     """The seed's convolutional autoencoder: a 64x1x1 code (210,369 parameters)."""
 
     latent_dim = 64
-    convmm_forward = True  # forward = decoder(encoder(x)): aelab.train.fast.convmm may train it
+    # forward = decoder(encoder(x)): aelab.train.fast may train it (after checking)
+    model_spec = ModelSpec(fast_path="conv")
 
     def __init__(self):
         super().__init__()

@@ -1,9 +1,11 @@
 """Variational autoencoders (Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014):
 `vae` shaped like `conv`, `vae-mlp` fully connected; registered on import.
 
-Pure nn.Module: no I/O, no device logic. The trainer calls `per_sample_loss` (the negative
-ELBO per image) and `aelab eval` calls `extra_metrics` (negative ELBO and the importance-
-weighted bound of Burda et al. 2016 on the test set).
+Pure nn.Module: no I/O, no device logic. Their ModelSpec declares them variational, sampled
+from the prior, trained on two loss terms per image (`loss_terms`: reconstruction and KL,
+the negative ELBO their sum with KL weighted by beta) and with likelihood figures for
+`aelab eval` (`extra_metrics`: negative ELBO and the importance-weighted bound of Burda et
+al. 2016 on the test set).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AelabError
+from .activations import activation, check_activation
+from .contract import ModelSpec
 from .registry import register_model
 
 LOG_2PI = math.log(2 * math.pi)
@@ -62,7 +66,10 @@ class _VAE(nn.Module):
     `self.decoder`, the -ELBO loss and the test-set likelihood bounds. Subclasses build the
     three networks and set latent_dim, beta, likelihood, logvar_range, fixed_sigma."""
 
-    variational = True  # explore: sample from the prior, interpolate on the sphere
+    # explore samples from the prior and interpolates on the sphere; the trainer minimises
+    # recon + beta * kl per image and logs both; aelab eval adds the likelihood bounds
+    model_spec = ModelSpec(kind="variational", sampler="prior",
+                           loss_terms={"recon": 1.0, "kl": "beta"}, likelihood=True)
 
     def _init_likelihood(self, likelihood: str, sigma) -> None:
         self.fixed_sigma = None if sigma == "learned" else float(sigma)
@@ -104,9 +111,11 @@ class _VAE(nn.Module):
             per_pixel = sq * torch.exp(-2 * log_sigma) / 2 + log_sigma + LOG_2PI / 2
         return per_pixel.flatten(-3).sum(-1)
 
-    def per_sample_loss(self, x_in: torch.Tensor, x: torch.Tensor,
-                        autocast_bf16: bool = False) -> torch.Tensor:
-        """Negative ELBO per image (B,) in nats, one reparameterised sample of z each.
+    def loss_terms(self, x_in: torch.Tensor, x: torch.Tensor,
+                   autocast_bf16: bool = False) -> dict[str, torch.Tensor]:
+        """The negative ELBO's terms per image, each (B,) in nats: "recon" = -log p(x|z) for
+        one reparameterised sample z ~ q(z|x_in), "kl" = KL(q(z|x_in) || N(0, I)). The
+        trainer minimises recon + beta * kl (the model_spec's weights).
 
         x_in: the (possibly corrupted) input, x: the clean target, both (B, 1, 28, 28).
         With autocast_bf16 the networks run in bfloat16; sampling, KL and likelihood in float32.
@@ -118,7 +127,7 @@ class _VAE(nn.Module):
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation trick
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=autocast_bf16):
             logits = self.logits(z)
-        return self.recon_nll(logits, x) + self.beta * kl_standard_normal(mu, logvar)
+        return {"recon": self.recon_nll(logits, x), "kl": kl_standard_normal(mu, logvar)}
 
     # --- evaluation ---------------------------------------------------------------------
 
@@ -194,7 +203,7 @@ class ConvVAE(_VAE):
     convolutions, ending in logits; `decode` returns their sigmoid. `width` multiplies every
     channel count (width=1 is conv-shaped).
 
-    Loss per image, in nats (`per_sample_loss`): -ELBO = reconstruction + beta * KL, with
+    Loss per image, in nats (`loss_terms`): -ELBO = reconstruction + beta * KL, with
     KL(q(z|x) || N(0, I)) in closed form and beta=1 the true ELBO. Reconstruction,
     summed over the 784 pixels x_i in [0, 1] (not binarised) with decoder output m_i:
       * likelihood="bernoulli" (default): sum_i BCE(m_i, x_i)
@@ -241,10 +250,6 @@ class ConvVAE(_VAE):
         self._init_likelihood(likelihood, sigma)
 
 
-
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
-
-
 @register_model("vae-mlp")
 class MLPVAE(_VAE):
     """A fully connected VAE, the shape of the likelihood literature's baselines: Burda,
@@ -266,19 +271,18 @@ class MLPVAE(_VAE):
         hidden = list(hidden)
         if not hidden or not all(isinstance(h, int) and h >= 1 for h in hidden):
             raise AelabError(f"hidden={hidden!r} must be a non-empty list of whole numbers >= 1")
-        if act not in ACTIVATIONS:
-            raise AelabError(f"act={act!r}: choose one of {', '.join(ACTIVATIONS)}")
+        check_activation(act)
         self.latent_dim, self.beta, self.likelihood = latent_dim, float(beta), likelihood
         self.logvar_range = (float(logvar_min), float(logvar_max))
         layers: list[nn.Module] = [nn.Flatten()]  # (B, 784)
         for n_in, n_out in zip([784, *hidden[:-1]], hidden, strict=True):
-            layers += [nn.Linear(n_in, n_out), ACTIVATIONS[act]()]
+            layers += [nn.Linear(n_in, n_out), activation(act)]
         self.encoder = nn.Sequential(*layers)
         self.head = nn.Linear(hidden[-1], 2 * latent_dim)  # (B, 2L) -> mu, logvar
         rev = hidden[::-1]
         layers = []
         for n_in, n_out in zip([latent_dim, *rev[:-1]], rev, strict=True):
-            layers += [nn.Linear(n_in, n_out), ACTIVATIONS[act]()]
+            layers += [nn.Linear(n_in, n_out), activation(act)]
         layers += [nn.Linear(rev[-1], 784), nn.Unflatten(1, (1, 28, 28))]  # logits
         self.decoder = nn.Sequential(*layers)
         self._init_likelihood(likelihood, sigma)

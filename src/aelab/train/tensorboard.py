@@ -1,7 +1,8 @@
 """`aelab train --tensorboard`: RUN_DIR/tensorboard/ event files, step = epoch number.
 
-Per epoch: the mean training loss, test (and val) MSE, the learning rate at the end of the
-epoch and images/s; at figure epochs, the reconstruction PNG the trainer drew. The
+Per epoch: the mean training loss and each of its terms (metrics.jsonl's `loss_<term>`, as
+`loss/train_<term>`: a VAE's recon and kl), test (and val) MSE, the learning rate at the end
+of the epoch and images/s; at figure epochs, the reconstruction PNG the trainer drew. The
 `tensorboard` package is optional (pip install 'aelab[tensorboard]') and slow to import,
 so it is imported only when asked for. Only rank 0 writes.
 """
@@ -22,6 +23,12 @@ MISSING = ("--tensorboard needs the tensorboard package: pip install 'aelab[tens
 SCALARS = {"train_loss": "loss/train", "test_mse": "mse/test", "val_mse": "mse/val",
            "images_per_second": "speed/images_per_second"}
 LR_TAG = "optim/lr"
+TERM_PREFIX = "loss_"  # metrics.jsonl's loss_<term> -> "loss/train_<term>", beside loss/train
+
+
+def term_tag(key: str) -> str:
+    """The TensorBoard tag of a loss term's metrics.jsonl key: "loss_kl" -> "loss/train_kl"."""
+    return "loss/train_" + key.removeprefix(TERM_PREFIX)
 
 
 def summary_writer_class():
@@ -56,6 +63,9 @@ class TensorBoardLog:
         for key, tag in SCALARS.items():
             if key in record:
                 w.add_scalar(tag, float(record[key]), step)
+        for key in record:
+            if key.startswith(TERM_PREFIX):
+                w.add_scalar(term_tag(key), float(record[key]), step)
         w.add_scalar(LR_TAG, float(lr), step)
         w.flush()  # each epoch visible at once, and kept if the run is killed
 

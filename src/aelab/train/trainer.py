@@ -95,7 +95,7 @@ def _quiet(*_args, **_kw) -> None:
 
 class Trainer:
     """Trains one model on one device (or one rank of several); knows nothing about which
-    model it is beyond `build_model(name)` and the optional `per_sample_loss`."""
+    model it is beyond `build_model(name)` and what it declares (aelab.models.contract)."""
 
     def __init__(self, config: TrainConfig, run_dir: Path | None = None, *,
                  data_dir=None, log=print, progress: bool | None = None):
@@ -257,12 +257,14 @@ class Trainer:
                 yield idx, None, len(idx)
 
     def train_epoch(self, epoch: int) -> float:
-        """One pass over the shuffled training set; returns the mean loss per image."""
+        """One pass over the shuffled training set; returns the mean loss per image, and
+        leaves each loss term's mean per image in `self.term_means` ({"recon": ...})."""
         c, opt, step = self.config, self.optimizer, self.choice.step
         self.model.train()
         noise_gen = epoch_generator(c.seed + 1, epoch, self.device) if c.noise else None
         dynamic = epoch_generator(c.seed + 3, epoch, self.device) if c.binarize == "dynamic" else None
-        loss_sum = torch.zeros((), device=self.device)
+        # the sums over images of what the step returns: [loss] or [loss, *terms]
+        sums = torch.zeros(self.choice.outputs, device=self.device)
         seen, total_steps = 0, self.steps_per_epoch() * c.epochs
         step0 = (epoch - 1) * self.steps_per_epoch()
         bar = _progress(self.progress, self.steps_per_epoch(), epoch)
@@ -277,17 +279,19 @@ class Trainer:
             if dynamic is not None:  # a fresh Bernoulli(pixel) sample of each image drawn
                 x = binarize(x, dynamic)
             x_in = corrupt(x, c.noise, noise_gen)
-            loss = step(x_in, x, w)  # forward, backward and the update
-            loss_sum.add_(loss, alpha=n_real)  # stays on the device: no sync per step
+            out = step(x_in, x, w)  # forward, backward and the update: (), or (1 + T,)
+            sums.add_(out, alpha=n_real)  # stays on the device: no sync per step
             seen += n_real
             if bar is not None:
                 bar.update()
         if bar is not None:
             bar.close()
-        counts = torch.tensor(float(seen), device=self.device)
-        totals = D.all_reduce_sum(torch.stack([loss_sum, counts]), self.dist)
-        self.images_seen = int(totals[1].item())
-        return (totals[0] / totals[1]).item()
+        counts = torch.tensor([float(seen)], device=self.device)
+        totals = D.all_reduce_sum(torch.cat([sums, counts]), self.dist)  # over every rank
+        means = (totals[:-1] / totals[-1]).tolist()  # the one sync of the epoch
+        self.images_seen = int(totals[-1].item())
+        self.term_means = self.choice.term_means(means)
+        return means[0]
 
     def run(self, resume: bool = False, restart: bool = False) -> TrainResult:
         """Train from epoch 1, or after the last saved epoch (`resume`), or from epoch 1 in a
@@ -393,7 +397,9 @@ class Trainer:
                 f"the training loss became {train_loss} in epoch {epoch}; stopped. {kept}. "
                 f"Try a smaller --lr (now {c.lr})."
             )
-        record = {"epoch": epoch, "train_loss": train_loss, "test_mse": self._mse(self.test_x),
+        terms = {f"loss_{name}": value for name, value in self.term_means.items()}
+        record = {"epoch": epoch, "train_loss": train_loss, **terms,
+                  "test_mse": self._mse(self.test_x),
                   "epoch_seconds": seconds, "images_per_second": self.images_seen / seconds,
                   "hardware": hardware()}  # per epoch: a resumed run may change machines
         val = ""
@@ -401,8 +407,11 @@ class Trainer:
             record["val_mse"] = self._mse(self.val_x)
             val = f"  val mse {record['val_mse']:.6f}"
         self.metrics.append(record)
-        self.log(f"epoch {epoch:3d}/{c.epochs}  train loss {train_loss:.6f} (mean over epoch)"
-                 f"{val}  test mse {record['test_mse']:.6f}  {seconds:6.2f}s  "
+        # the terms where they say more than the loss (several, or one weighted)
+        parts = "" if self.choice.loss_only else ": " + ", ".join(
+            f"{name} {value:.6f}" for name, value in self.term_means.items())
+        self.log(f"epoch {epoch:3d}/{c.epochs}  train loss {train_loss:.6f} (mean over epoch"
+                 f"{parts}){val}  test mse {record['test_mse']:.6f}  {seconds:6.2f}s  "
                  f"{record['images_per_second']:,.0f} img/s")
         if self.dist.is_main:
             self._save(epoch, record[self.selection_metric])

@@ -27,6 +27,33 @@ def conv_plan(model: nn.Module) -> list[nn.Module] | None:
     return layers
 
 
+def forward_ops(ops: list, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ConvStep's forward pass through its ops: x (B, 1, H, W) -> (the last op's output
+    NHWC (B, H, W, 1), the reconstructions sigmoid of it, (B, H*W)). ConvStep trains with
+    exactly this function, and `conv_forward` runs it for make_step's comparison."""
+    h = x.permute(0, 2, 3, 1)  # NHWC
+    for op in ops:
+        h = op.forward(h)
+    return h, h.sigmoid().view(x.shape[0], -1)  # one channel: NHWC and NCHW are the same memory
+
+
+@torch.no_grad()
+def conv_forward(layers: list[nn.Module], x: torch.Tensor, image_shape: tuple = (28, 28, 1)) -> torch.Tensor:
+    """The hand-written forward of a conv_plan model: x (B, 1, 28, 28) -> (B, 1, 28, 28).
+    The ops bind the parameters' .grad tensors: where there are none, zero ones are lent for
+    the call and taken back, so the model is left as it was."""
+    params = [p for m in layers for p in m.parameters()]
+    lent = [p for p in params if p.grad is None]
+    try:
+        for p in lent:
+            p.grad = torch.zeros_like(p)
+        ops, _ = convmm.build_ops(layers[:-1], image_shape)
+        return forward_ops(ops, x)[1].view(x.shape)
+    finally:
+        for p in lent:
+            p.grad = None
+
+
 class ConvStep:
     """One training step (forward, backward, optimizer) of a `conv_plan` model, such as the
     seed's `conv`, on 28x28 images: convmm's ops for each layer (matrix products,
@@ -62,10 +89,7 @@ class ConvStep:
         batch = x.shape[0]
         if batch not in self._constants:
             self._constants[batch] = loss_constants(x[0].numel() * batch)
-        h = x_in.permute(0, 2, 3, 1)  # NHWC
-        for op in self.ops:
-            h = op.forward(h)
-        y = h.sigmoid().view(batch, -1)  # one channel: NHWC and NCHW are the same memory
+        h, y = forward_ops(self.ops, x_in)
         g = torch.empty_like(y)
         loss = sigmoid_loss_backward(y, x.reshape(batch, -1), self.loss, g, g.view(-1),
                                      *self._constants[batch])

@@ -24,11 +24,13 @@ what made an earlier im2col/col2im attempt slower than oneDNN. Activations are k
 NHWC order throughout, which is what channels_last tensors already are in memory, so moving
 between the two costs nothing.
 
-`plan(model)` accepts models that declare `convmm_forward = True` (their forward is exactly
-decoder(encoder(x))) built from Conv2d, ConvTranspose2d, ReLU and Sigmoid; anything else
-trains through the model's own forward. The parameters are the model's own, in their usual
-layout, so checkpoints, evaluation and export are unchanged. tests/test_convmm.py checks
-outputs and gradients against torch's own layers, for several kernel/stride/padding shapes.
+`plan(model)` accepts models whose spec hints fast_path="conv" (their forward is
+decoder(encoder(x))) built from Conv2d, ConvTranspose2d, ReLU and Sigmoid; make_step then
+compares `forward` with the model's own on a probe batch (aelab.train.fast.proof) before it
+trains through it. Anything else trains through the model's own forward. The parameters
+are the model's own, in their usual layout, so checkpoints, evaluation and export are
+unchanged. tests/test_convmm.py checks outputs and gradients against torch's own layers,
+for several kernel/stride/padding shapes.
 """
 
 from __future__ import annotations
@@ -38,14 +40,16 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ...models.contract import fast_path, layer_stack
+
 _LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.ReLU, nn.Sigmoid)
 
 
 def plan(model: nn.Module) -> list[nn.Module] | None:
     """The layers, in order, of a model this module can run; else None."""
-    if not getattr(model, "convmm_forward", False):
+    if fast_path(model)[0] != "conv":
         return None
-    layers = [*model.encoder, *model.decoder]
+    layers = layer_stack(model)
     if not layers or any(type(m) not in _LAYERS for m in layers):
         return None
     return layers

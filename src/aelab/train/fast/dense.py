@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...models.contract import fast_path, layer_stack
 from .flat_adam import FlatAdam
 
 aten = torch.ops.aten
@@ -29,11 +30,12 @@ def dense_plan(model: nn.Module) -> list[tuple[nn.Linear, bool]] | None:
     """[(linear layer, ReLU after it?)...] for a model whose forward pass is
     Sigmoid(Linear(...ReLU(Linear(x.flatten(1)))...)).view(-1, 1, 28, 28); else None.
 
-    A model opts in with `fused_dense = True` (it promises that forward is exactly
-    decoder(encoder(x.flatten(1))) reshaped to images); its layers are then checked here."""
-    if not getattr(model, "fused_dense", False):
+    A model's spec hints at it with fast_path="dense" (forward is decoder(encoder(x.flatten(1)))
+    reshaped to images); its layers are checked here, and make_step compares the forward
+    with the model's own (aelab.train.fast.proof) before training with it."""
+    if fast_path(model)[0] != "dense":
         return None
-    mods = [*model.encoder, *model.decoder]
+    mods = layer_stack(model)
     if not mods or not isinstance(mods[-1], nn.Sigmoid):
         return None
     plan: list[tuple[nn.Linear, bool]] = []
@@ -56,6 +58,29 @@ def loss_constants(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 _ONE = torch.ones(())
+
+
+def forward_into(x2: torch.Tensor, weights_t, biases, relu, acts) -> list[torch.Tensor]:
+    """The forward pass of a dense_plan stack, x2 (B, 784), into the buffers acts (one
+    (B, width) per layer); the last becomes the reconstructions sigmoid(a) (B, 784). Returns
+    what each layer read. FusedDenseStep trains with exactly this function, and
+    `dense_forward` runs it for make_step's comparison with the model's forward."""
+    inputs = [x2, *acts[:-1]]
+    for i, out in enumerate(acts):
+        torch.addmm(biases[i], inputs[i], weights_t[i], out=out)
+        if relu[i]:
+            out.relu_()
+    acts[-1].sigmoid_()
+    return inputs
+
+
+@torch.no_grad()
+def dense_forward(plan: list[tuple[nn.Linear, bool]], x: torch.Tensor) -> torch.Tensor:
+    """The hand-written forward of a dense_plan model: x (B, 1, 28, 28) -> (B, 1, 28, 28)."""
+    acts = [x.new_empty(len(x), lin.out_features) for lin, _ in plan]
+    forward_into(x.reshape(len(x), 784), [lin.weight.detach().t() for lin, _ in plan],
+                 [lin.bias.detach() for lin, _ in plan], [relu for _, relu in plan], acts)
+    return acts[-1].view(-1, 1, 28, 28)
 
 
 def sigmoid_loss_backward(y, target, loss: str, g, g_flat, inv_n, two_inv_n) -> torch.Tensor:
@@ -119,12 +144,8 @@ class FusedDenseStep:
         assert weights is None, "padded (weighted) batches go through the autograd step"
         batch = x.shape[0]
         acts, grads, grads_t, back, g_flat, inv_n, two_inv_n = self._buffers_for(batch)
-        inputs = [x_in.reshape(batch, 784), *acts[:-1]]  # what each layer reads
-        for i, out in enumerate(acts):
-            torch.addmm(self.b[i], inputs[i], self.wt[i], out=out)
-            if self.relu[i]:
-                out.relu_()
-        y = acts[-1].sigmoid_()  # (B, 784) reconstructions
+        inputs = forward_into(x_in.reshape(batch, 784), self.wt, self.b, self.relu, acts)
+        y = acts[-1]  # (B, 784) reconstructions
         g = grads[-1]
         loss = sigmoid_loss_backward(y, x.reshape(batch, 784), self.loss, g, g_flat, inv_n, two_inv_n)
         for i in range(len(acts) - 1, -1, -1):
