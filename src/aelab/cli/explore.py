@@ -8,8 +8,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ..apps import anomaly as A
-from ..apps import explore as X
+from ..apps import anomaly as anomaly_app
+from ..apps import explore as explore_app
 from ..results.anomaly import ANOMALY
 from ..errors import AelabError
 from ..models import MODELS
@@ -37,7 +37,7 @@ def add_commands(sub) -> None:
 
 def cmd_explore(a) -> int:
     t0 = time.perf_counter()
-    paths = X.explore(a.run_dir, a.out, which=a.checkpoint, dataset=dataset_arg(a.dataset),
+    paths = explore_app.explore(a.run_dir, a.out, which=a.checkpoint, dataset=dataset_arg(a.dataset),
                       dataset_options=a.dataset_options, data_dir=a.data_dir,
                       device=a.device or "auto", tsne_points=a.tsne_points,
                     neighbours=a.neighbours, seed=a.seed)
@@ -49,16 +49,16 @@ def cmd_explore(a) -> int:
 
 def add_explore(sub) -> None:
     p = sub.add_parser("explore", help="latent-space figures for a trained run",
-                       description=X.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=explore_app.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: RUN_DIR/explore)")
     add_checkpoint_arg(p)
     add_dataset_args(p, None, "images to look at", "the run's own dataset")
-    p.add_argument("--tsne-points", type=int, default=X.TSNE_POINTS,
+    p.add_argument("--tsne-points", type=int, default=explore_app.TSNE_POINTS,
                    help=f"random test images in the t-SNE panel; 0 draws PCA only "
-                   f"(default: {X.TSNE_POINTS})")
-    p.add_argument("--neighbours", type=int, default=X.N_NEIGHBOURS,
-                   help=f"nearest training images per query (default: {X.N_NEIGHBOURS})")
+                   f"(default: {explore_app.TSNE_POINTS})")
+    p.add_argument("--neighbours", type=int, default=explore_app.N_NEIGHBOURS,
+                   help=f"nearest training images per query (default: {explore_app.N_NEIGHBOURS})")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for subsamples, pairs, queries and random codes (default: 0)")
     add_common_args(p)
@@ -78,7 +78,8 @@ def _anomaly_settings(a) -> dict:
     if a.train_options is not None:
         train_options.update(json_object(a.train_options, "--train-options",
                                          '{"optimizer": "adamw", "lr": 0.003}'))
-    epochs = a.epochs if a.epochs is not None else preset.get("epochs", {}).get(a.protocol, A.EPOCHS)
+    default_epochs = preset.get("epochs", {}).get(a.protocol, anomaly_app.EPOCHS)
+    epochs = a.epochs if a.epochs is not None else default_epochs
     return {"model": a.model or preset.get("model", "conv"), "model_args": model_args,
             "train_options": train_options, "epochs": epochs}
 
@@ -94,7 +95,7 @@ def cmd_anomaly(a) -> int:
     s = _anomaly_settings(a)
     out = a.out or Path("runs") / f"anomaly-{s['model']}-{datetime.now():%Y%m%d-%H%M%S}"
     t0 = time.perf_counter()
-    results = A.anomaly(digits, out, dataset=dataset_arg(a.dataset),
+    results = anomaly_app.anomaly(digits, out, dataset=dataset_arg(a.dataset),
                         dataset_options=a.dataset_options, seed=a.seed,
                         limit=a.limit, device=a.device or "auto", data_dir=a.data_dir,
                         protocol=a.protocol, pca_k=a.pca_k, **s)
@@ -104,7 +105,7 @@ def cmd_anomaly(a) -> int:
     print(f"\n{s['model']}{preset} on {a.dataset}, {a.protocol}: {s['epochs']} epochs {trained} "
           f"each; score = RaPP NAP (squared error and SAP beside it); anomalies = {anomalous}; "
           "all test images scored")
-    print(A.format_table(results, markdown=False))
+    print(anomaly_app.format_table(results, markdown=False))
     print(f"wrote {out / 'anomaly.md'} and {out / 'anomaly.json'} "
           f"in {time.perf_counter() - t0:.0f}s")
     return 0
@@ -113,9 +114,9 @@ def cmd_anomaly(a) -> int:
 def add_anomaly(sub) -> None:
     p = sub.add_parser("anomaly", help="anomaly detection by an autoencoder's RaPP score (and "
                        "its reconstruction error), one-class or leave-one-out, beside exact PCA",
-                       description=A.__doc__,
+                       description=anomaly_app.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--protocol", default="one-class", choices=A.PROTOCOLS,
+    p.add_argument("--protocol", default="one-class", choices=anomaly_app.PROTOCOLS,
                    help="one-class: train on the class alone, the other nine are anomalies "
                    "(Ruff et al. 2018); leave-one-out: train on the other nine, the class is "
                    "the anomaly (default: one-class)")
@@ -125,12 +126,12 @@ def add_anomaly(sub) -> None:
                    "leave-one-out: the held-out one); `all` takes each in turn (required)")
     p.add_argument("--pca-k", type=int, default=None, metavar="K",
                    help="components of the exact-PCA baseline scored beside the model "
-                   f"(default: {A.PCA_K['one-class']} for one-class, "
-                   f"{A.PCA_K['leave-one-out']} for leave-one-out)")
+                   f"(default: {anomaly_app.PCA_K['one-class']} for one-class, "
+                   f"{anomaly_app.PCA_K['leave-one-out']} for leave-one-out)")
     p.add_argument("--preset", default=None, choices=sorted(ANOMALY_PRESETS),
                    help="; ".join(f"{name}: {_preset_help(s)}" for name, s in ANOMALY_PRESETS.items())
                    + "; flags given beside it override it (default: none, the quicker conv for "
-                   f"{A.EPOCHS} epochs)")
+                   f"{anomaly_app.EPOCHS} epochs)")
     p.add_argument("--model", default=None, type=model_name, metavar="MODEL",
                    help=f"a registered model ({', '.join(sorted(MODELS))}) or your own as "
                    "module:attr (default: conv, or the preset's)")
@@ -145,8 +146,8 @@ def add_anomaly(sub) -> None:
                    "set by the flags here (model, epochs, seed, limit, device, dataset) or by the "
                    "protocol (exclude_digits) (default: {}, or the preset's)")
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"training epochs per class; {A.EPOCHS} keeps `all` with conv to a few "
-                   f"minutes on a laptop CPU (default: {A.EPOCHS}, or the preset's)")
+                   help=f"training epochs per class; {anomaly_app.EPOCHS} keeps `all` with conv to a few "
+                   f"minutes on a laptop CPU (default: {anomaly_app.EPOCHS}, or the preset's)")
     p.add_argument("--limit", type=int, default=None,
                    help="train on the first N remaining training images (default: all)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .. import train as T
+from .. import train as training
 from .._io import atomic_write_text
-from ..config import DEFAULTS as D
+from ..config import DEFAULTS
 from ..config import BINARIZE, LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from ..data import DATASETS, dataset_info, ensure_dataset, load_dataset
 from ..data.batches import to_float
@@ -70,19 +70,20 @@ def add_commands(sub) -> None:
                    help=f"a registered model ({', '.join(sorted(MODELS))}) or your own as "
                    "module:attr, e.g. mymodels:TinyAE, imported from the current folder "
                    "(not with --resume)")
-    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default: {D.epochs})")
-    p.add_argument("--batch-size", type=int, default=None, help=f"batch size (default: {D.batch_size})")
-    p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default: {D.lr})")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default: {DEFAULTS.epochs})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"batch size (default: {DEFAULTS.batch_size})")
+    p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default: {DEFAULTS.lr})")
     p.add_argument("--weight-decay", type=float, default=None,
-                   help=f"Adam weight decay (default: {D.weight_decay})")
+                   help=f"Adam weight decay (default: {DEFAULTS.weight_decay})")
     p.add_argument("--seed", type=int, default=None,
-                   help=f"random seed for initialisation and shuffling (default: {D.seed})")
+                   help=f"random seed for initialisation and shuffling (default: {DEFAULTS.seed})")
     p.add_argument("--limit", type=int, default=None,
                    help="train on the first N training images only (default: all 60,000)")
-    add_dataset_args(p, None, "what to train on", D.dataset)
+    add_dataset_args(p, None, "what to train on", DEFAULTS.dataset)
     p.add_argument("--figure-every", type=int, default=None,
                    help=f"draw reconstructions after epochs 1, 1+K, 1+2K... and the last "
-                   f"(default: {D.figure_every}: epochs 1, 5, 9, 13)")
+                   f"(default: {DEFAULTS.figure_every}: epochs 1, 5, 9, 13)")
     _add_beyond_seed_args(p)
     p.add_argument("--run-dir", type=Path, default=None,
                    help="write the run into exactly this folder (default: runs/<model>-<timestamp>)")
@@ -146,7 +147,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("demo", help="train and compare the seed's two models",
                        description="Train `linear` and `conv` with the seed's settings, evaluate "
                        "both, print the comparison table and where the figures are.")
-    p.add_argument("--epochs", type=int, default=D.epochs, help=f"epochs (default: {D.epochs})")
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help=f"epochs (default: {DEFAULTS.epochs})")
     p.add_argument("--limit", type=int, default=None, help="training images (default: all)")
     p.add_argument("--runs-root", type=Path, default=Path("runs"),
                    help="where the run folders go (default: runs)")
@@ -169,16 +170,16 @@ def _add_beyond_seed_args(p: argparse.ArgumentParser) -> None:
                    "(default: {})")
     g.add_argument("--loss", default=None, choices=LOSSES,
                    help=f"reconstruction loss, mean over pixels; evaluation always reports "
-                   f"squared error (default: {D.loss})")
-    g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help=f"(default: {D.optimizer})")
+                   f"squared error (default: {DEFAULTS.loss})")
+    g.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help=f"(default: {DEFAULTS.optimizer})")
     g.add_argument("--schedule", default=None, choices=SCHEDULES,
                    help=f"learning rate per step: constant (the seed), cosine to 0, or one-cycle "
-                   f"(default: {D.schedule})")
+                   f"(default: {DEFAULTS.schedule})")
     g.add_argument("--grad-clip", type=float, default=None,
                    help="clip the global gradient norm to this (default: no clipping)")
     g.add_argument("--val-split", type=int, default=None,
                    help="hold out the last N training images; the `best` checkpoint is then "
-                   f"chosen on them instead of the test set (default: {D.val_split})")
+                   f"chosen on them instead of the test set (default: {DEFAULTS.val_split})")
     g.add_argument("--noise", default=None,
                    help="denoising: gaussian:SIGMA adds N(0, SIGMA^2) noise clipped to [0,1]; "
                    "masking:P zeroes each pixel with probability P; the model learns to "
@@ -187,11 +188,11 @@ def _add_beyond_seed_args(p: argparse.ArgumentParser) -> None:
                    help="binarized MNIST as in the likelihood papers: dynamic resamples each "
                    "pixel as Bernoulli(grey value) every time an image is drawn, static once; "
                    "the test set is binarized once with a fixed seed "
-                   f"(data.batches.BINARIZE_TEST_SEED) (default: {D.binarize})")
+                   f"(data.batches.BINARIZE_TEST_SEED) (default: {DEFAULTS.binarize})")
     g.add_argument("--exclude-digits", type=int, nargs="+", default=None, metavar="D",
                    help="leave these labels out of training (default: none)")
     g.add_argument("--precision", default=None, choices=PRECISIONS,
-                   help=f"bf16 autocasts forward passes; losses stay float32 (default: {D.precision})")
+                   help=f"bf16 autocasts forward passes; losses stay float32 (default: {DEFAULTS.precision})")
     g.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the model and loss (default: off)")
     g.add_argument("--cuda-graphs", action="store_true", default=None,
@@ -258,12 +259,12 @@ def cmd_train(a) -> int:
             raise AelabError(f"--resume continues a run with its own settings; drop "
                              f"{', '.join(fixed + (['MODEL'] if a.model else []))} "
                              "(only --epochs and --device may change)")
-        result = T.resume(a.resume, epochs=a.epochs, device=a.device, data_dir=a.data_dir)
+        result = training.resume(a.resume, epochs=a.epochs, device=a.device, data_dir=a.data_dir)
     else:
         if a.model is None and a.preset is None:
             raise AelabError("name a model to train (e.g. `aelab train conv`), a --preset, "
                              "or --resume RUN_DIR")
-        result = T.train(_train_config(a), a.run_dir, data_dir=a.data_dir)
+        result = training.train(_train_config(a), a.run_dir, data_dir=a.data_dir)
     if not distributed.from_env().is_main:  # under torchrun only rank 0 speaks
         return 0
     print(f"run folder: {result.run_dir}")
@@ -338,7 +339,7 @@ def cmd_demo(a) -> int:
     for model in ("linear", "conv"):
         print(f"\n== training {model} ({a.epochs} epochs, seed settings) ==")
         cfg = TrainConfig(model=model, epochs=a.epochs, limit=a.limit, device=a.device or "auto")
-        T.train(cfg, root / model, data_dir=a.data_dir)
+        training.train(cfg, root / model, data_dir=a.data_dir)
         results.append(evaluate_run(root / model, data_dir=a.data_dir, device=a.device or "auto"))
     table = format_table(results)
     print(f"\n== test set (10,000 images); runs in {root} ==\n{table}")

@@ -3,6 +3,10 @@
 The whole dataset lives on the training device as one uint8 tensor; each batch is a
 shuffled index into it, converted to float on the fly. There is no per-sample Dataset,
 PIL or ToTensor step, and no host synchronisation inside an epoch.
+
+One loop: set-up in one place (`_set_up`: data, model and optimizer, start or resume, the
+step), then per epoch `train_epoch`, the metrics record, the epoch line, and the hooks of
+train/hooks.py (checkpoints, TensorBoard, figures; the loss curve after the last).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from ..data.batches import (
     to_float,
 )
 from ..errors import AelabError
-from ..figures import image_rows, loss_curve
+from ..figures import image_rows
 from ..models import build_model, count_parameters, model_record, rebuild_model
 from ..runs import (
     checkpoint_path,
@@ -44,12 +48,11 @@ from ..runs import (
     read_config,
     read_metrics,
     restore_training_state,
-    save_checkpoint,
     write_config,
-    write_metrics,
 )
 from ..runtime import flushing_denormals, hardware, resolve_device
-from . import distributed as D
+from . import distributed
+from .hooks import default_hooks
 from .lock import RunLock
 from .step import StepChoice, make_optimizer, make_step
 from .tensorboard import open_log
@@ -101,7 +104,7 @@ class Trainer:
                  data_dir=None, log=print, progress: bool | None = None):
         self.config = config
         self.choice: StepChoice | None = None  # the step that trains this run (make_step)
-        self.dist = D.from_env()
+        self.dist = distributed.from_env()
         self.log = log if self.dist.is_main else _quiet
         self.device = resolve_device(config.device)
         if self.dist.enabled and self.device.type == "cuda":
@@ -109,14 +112,21 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if config.cuda_graphs and self.device.type != "cuda":
             raise AelabError("--cuda-graphs needs a CUDA device; drop it or use --device cuda")
-        D.init(self.dist, self.device)
+        distributed.init(self.dist, self.device)
         name = str(run_dir) if run_dir is not None else str(new_run_dir(config.model))
-        self.run_dir = Path(D.broadcast_str(name, self.dist))
+        self.run_dir = Path(distributed.broadcast_str(name, self.dist))
         isatty = sys.stderr.isatty() if progress is None else progress
         self.progress = isatty and self.dist.is_main
         self.data_dir = data_dir
-        self.metrics: list[dict] = []
-        self.best = math.inf
+        # Everything a run holds, set up by _set_up (data, model, step) and run (hooks):
+        self.train_x = self.val_x = self.test_x = None  # uint8 (N, 28, 28) on the device
+        self.fig_idx = self.dataset_info = None  # figure digits; the dataset's description
+        self.model = self.optimizer = None
+        self.tb = None  # TensorBoard log (or its no-op stand-in)
+        self.hooks: list = []  # what runs after each epoch (train/hooks.py)
+        self.metrics: list[dict] = []  # one record per finished epoch
+        self.best = math.inf  # the best selection metric so far
+        self.images_seen, self.term_means = 0, {}  # of the last epoch (train_epoch)
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -178,7 +188,8 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, c, self.device)
 
-    def _meta(self, epoch: int) -> dict:
+    def checkpoint_meta(self, epoch: int) -> dict:
+        """The description every checkpoint of this run carries (see aelab.runs)."""
         c = self.config
         return {
             "model": {"name": c.model, "args": c.model_args, **model_record(c.model)},
@@ -218,7 +229,7 @@ class Trainer:
             if restart:
                 self.log(f"{d}: no epoch of this run finished before; starting at epoch 1")
             write_config(d, self.config)
-        D.barrier(self.dist)
+        distributed.barrier(self.dist)
         return 1
 
     def _resume(self) -> int:
@@ -243,7 +254,7 @@ class Trainer:
         (so the step) equals that of the ragged batch."""
         bs = self.config.batch_size
         perm = torch.randperm(len(self.train_x), generator=epoch_generator(self.config.seed, epoch))
-        perm = D.shard(perm, self.dist).to(self.device)
+        perm = distributed.shard(perm, self.dist).to(self.device)
         for i in range(0, len(perm), bs):
             idx = perm[i : i + bs]
             if self.config.cuda_graphs:
@@ -287,7 +298,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         counts = torch.tensor([float(seen)], device=self.device)
-        totals = D.all_reduce_sum(torch.cat([sums, counts]), self.dist)  # over every rank
+        totals = distributed.all_reduce_sum(torch.cat([sums, counts]), self.dist)  # over every rank
         means = (totals[:-1] / totals[-1]).tolist()  # the one sync of the epoch
         self.images_seen = int(totals[-1].item())
         self.term_means = self.choice.term_means(means)
@@ -303,6 +314,7 @@ class Trainer:
             with flushing_denormals():
                 # before anything is written: a missing tensorboard package leaves no run folder
                 self.tb = open_log(self.run_dir, self.config.tensorboard, self.dist.is_main)
+                self.hooks = default_hooks(self.tb) if self.dist.is_main else []
                 lock = self._lock()
                 start = self._set_up(resume, restart)
                 self._loop(start)
@@ -310,7 +322,7 @@ class Trainer:
             if self.tb is not None:
                 self.tb.close()
             self._unlock(lock, created)
-            D.shutdown(self.dist)
+            distributed.shutdown(self.dist)
         return TrainResult(self.run_dir, self.metrics, self.model)
 
     def prepare(self, resume: bool = False, restart: bool = False) -> int:
@@ -364,9 +376,8 @@ class Trainer:
                     f"interrupted during epoch {epoch}; {saved}. "
                     f"Continue with: aelab train --resume {self.run_dir}"
                 ) from None
-        if self.metrics and self.dist.is_main:
-            loss_curve(self.metrics, self.run_dir / "loss_curve.png",
-                       title=f"{c.model} on {c.dataset}")
+        for hook in self.hooks:
+            hook.train_end(self)
 
     def _choose_step(self) -> None:
         """make_step, once, after a resume has restored the optimizer state (which a
@@ -413,22 +424,8 @@ class Trainer:
         self.log(f"epoch {epoch:3d}/{c.epochs}  train loss {train_loss:.6f} (mean over epoch"
                  f"{parts}){val}  test mse {record['test_mse']:.6f}  {seconds:6.2f}s  "
                  f"{record['images_per_second']:,.0f} img/s")
-        if self.dist.is_main:
-            self._save(epoch, record[self.selection_metric])
-            self.tb.epoch(record, self.optimizer.param_groups[0]["lr"])
-            if epoch in c.figure_epochs():
-                png = self.draw_reconstructions(self.run_dir / f"recon_epoch{epoch:02d}.png", epoch)
-                self.tb.image("reconstructions", png, epoch)
-
-    def _save(self, epoch: int, score: float) -> None:
-        write_metrics(self.run_dir, self.metrics)
-        improved = score < self.best
-        if improved:
-            self.best = score
-        meta = self._meta(epoch)
-        save_checkpoint(self.run_dir / "checkpoints" / "last", self.model, meta, self.optimizer)
-        if improved:
-            save_checkpoint(self.run_dir / "checkpoints" / "best", self.model, meta)
+        for hook in self.hooks:  # checkpoints, TensorBoard, figures (main rank only)
+            hook.epoch_end(self, epoch, record)
 
     @torch.inference_mode()
     def draw_reconstructions(self, path: Path, epoch: int) -> Path:
