@@ -122,32 +122,12 @@ def evaluate_run(run_dir, which: str | None = None, *, data_dir=None, device: st
     run_dir, which = run_and_checkpoint(run_dir, which)
     dev = resolve_device(device)
     run = load_run(run_dir, which, device=dev)
-    other = dataset is not None and dataset != run.config.dataset
-    ds = dataset if other else run.config.dataset
-    opts = dict(data_dir=data_dir, options=(dataset_options if other else run.config.dataset_options),
-                log=log)
-    test_x, test_y = data_mod.load_dataset(ds, "test", **opts)
-    info = data_mod.dataset_info(ds, **opts)
+    ds, opts, other, test_x, test_y, info = _test_data(run, dataset, dataset_options, data_dir, log)
     binarized = run.config.binarize != "none"
-    if binarized:
-        test_x = binarize_u8(test_x, BINARIZE_TEST_SEED)
     iw_k = iw_samples if iw_samples is not None else (5000 if binarized else 100)
     if iw_k < 1:
         raise AelabError(f"--iw-samples {iw_k}: give at least 1")
-    trained = run.meta.get("data_checksum")
-    if trained is not None and info["checksum"] != trained:
-        why = "another dataset than" if other else "data that differs from"
-        print(f"warning: evaluating {run.run_dir} on {why} the data it was trained on "
-              f"({ds}: checksum {info['checksum']}, trained on {trained})", file=sys.stderr)
-    corrupt_fn, noisy = None, []
-    if noise is not None:
-        parse_noise(noise)  # a bad spec fails before any work
-        gen = epoch_generator(12345, 0, dev)
-
-        def corrupt_fn(x):  # kept, so that PCA sees the very inputs the model saw
-            noisy.append(corrupt(x, noise, gen))
-            return noisy[-1]
-
+    corrupt_fn, noisy = _noisy_inputs(noise, dev)
     if refine_steps:
         sse = refined_sse(run.model, test_x.to(dev), refine_steps, run.config.eval_batch_size)
     else:
@@ -157,12 +137,9 @@ def evaluate_run(run_dir, which: str | None = None, *, data_dir=None, device: st
         result.update(_likelihood_metrics(run.model, test_x.to(dev), iw_k, log))
         result["binarize"] = run.config.binarize
     k = int(run.model.latent_dim)
-    if noise is None:
-        result["pca_sse_per_image"] = pca.test_sse(ds, k, **opts).mean().item()
-    else:  # the model's noisy inputs (N, 1, 28, 28), on the clean training images' components
-        basis = pca.dataset_basis(ds, **opts)
-        result["pca_sse_per_image"] = pca.sse(basis, test_x, k, torch.cat(noisy).cpu()).mean().item()
+    result["pca_sse_per_image"] = _pca_sse(ds, opts, test_x, k, noisy)
     result["pca_input"] = "clean" if noise is None else f"noisy ({noise})"
+    trained = run.meta.get("data_checksum")
     metrics = read_metrics(run.run_dir)
     result.update(
         run_dir=str(run.run_dir), checkpoint=which, model=run.config.model, latent_dim=k,
@@ -176,6 +153,51 @@ def evaluate_run(run_dir, which: str | None = None, *, data_dir=None, device: st
     atomic_write_json(Path(run.run_dir) / name, result)
     result["eval_file"] = str(Path(run.run_dir) / name)
     return result
+
+
+def _test_data(run, dataset, dataset_options, data_dir, log):
+    """The test images to score the run on: its own dataset's, or `dataset`'s (binarized
+    once when the run trained on binarized images); warns when they differ from the data
+    it was trained on. Returns (name, load options, other, images, labels, info)."""
+    other = dataset is not None and dataset != run.config.dataset
+    ds = dataset if other else run.config.dataset
+    opts = dict(data_dir=data_dir, options=(dataset_options if other else run.config.dataset_options),
+                log=log)
+    test_x, test_y = data_mod.load_dataset(ds, "test", **opts)
+    info = data_mod.dataset_info(ds, **opts)
+    if run.config.binarize != "none":
+        test_x = binarize_u8(test_x, BINARIZE_TEST_SEED)
+    trained = run.meta.get("data_checksum")
+    if trained is not None and info["checksum"] != trained:
+        why = "another dataset than" if other else "data that differs from"
+        print(f"warning: evaluating {run.run_dir} on {why} the data it was trained on "
+              f"({ds}: checksum {info['checksum']}, trained on {trained})", file=sys.stderr)
+    return ds, opts, other, test_x, test_y, info
+
+
+def _noisy_inputs(noise: str | None, device) -> tuple:
+    """(corrupt function or None, the list it appends each corrupted batch to), so that PCA
+    sees the very inputs the model saw; a bad spec fails before any work."""
+    if noise is None:
+        return None, []
+    parse_noise(noise)
+    gen, noisy = epoch_generator(12345, 0, device), []
+
+    def corrupt_fn(x):
+        noisy.append(corrupt(x, noise, gen))
+        return noisy[-1]
+
+    return corrupt_fn, noisy
+
+
+def _pca_sse(ds: str, opts: dict, test_x, k: int, noisy: list) -> float:
+    """Exact PCA's SSE per image at k components: of the clean test images, or (noisy
+    inputs given) of the model's noisy inputs (N, 1, 28, 28) projected on the clean training
+    images' components, scored against the clean images."""
+    if not noisy:
+        return pca.test_sse(ds, k, **opts).mean().item()
+    basis = pca.dataset_basis(ds, **opts)
+    return pca.sse(basis, test_x, k, torch.cat(noisy).cpu()).mean().item()
 
 
 # --- a VAE's likelihood bound, with an estimate of its time ----------------------------

@@ -43,6 +43,11 @@ CONFIG_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
 
 
 def add_commands(sub) -> None:
+    for add in (_add_data, _add_train, _add_eval, _add_reconstruct, _add_demo):
+        add(sub)
+
+
+def _add_data(sub) -> None:
     p = sub.add_parser("data", help="download and verify a dataset, or check one given by path",
                        description="A registered dataset: fetch it into the data folder and verify "
                        "every file against the official checksums. Sources, in order: files "
@@ -60,6 +65,8 @@ def add_commands(sub) -> None:
     add_common_args(p, device=False)
     p.set_defaults(func=cmd_data)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train an autoencoder",
                        description="Train a registered model, or your own as module:attr. Defaults are the "
                        "seed tutorial's: "
@@ -97,6 +104,8 @@ def add_commands(sub) -> None:
     add_common_args(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate run folders on the test set",
                        description="Test-set reconstruction error of each run (squared error "
                        "per image summed over 784 pixels, as in Hinton & Salakhutdinov 2006; MSE "
@@ -126,6 +135,8 @@ def add_commands(sub) -> None:
     add_common_args(p)
     p.set_defaults(func=cmd_eval)
 
+
+def _add_reconstruct(sub) -> None:
     p = sub.add_parser("reconstruct", help="draw originals over reconstructions",
                        description="Draw images (top) over their reconstructions (bottom): test "
                        "digits, or your own grayscale images (fitted like MNIST: cropped to the ink, 20 px "
@@ -144,6 +155,8 @@ def add_commands(sub) -> None:
     add_common_args(p)
     p.set_defaults(func=cmd_reconstruct)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="train and compare the seed's two models",
                        description="Train `linear` and `conv` with the seed's settings, evaluate "
                        "both, print the comparison table and where the figures are.")
