@@ -2,21 +2,22 @@
 where oneDNN is slow at these sizes, in two forms: `forward` (under autograd) and
 `build_ops` (hand-written forward and backward per layer, for aelab.train.fast.conv.ConvStep).
 
-Layer by layer for the seed `conv` at batch 64 on this project's 2-core CPU (forward +
-backward per step, benchmarks/conv_layers.py, both forms of each layer side by side):
+Layer by layer for the seed `conv` (the measured times per layer, beside oneDNN's, are in
+docs/performance.md, from benchmarks/conv_layers.py; they depend on the CPU, so none are
+written here):
 
 - its 7x7 convolution of a 7x7 input and its transposed convolution of the 1x1 code are
   linear layers (every output sees the whole input): one matrix product each on the same
-  NHWC memory, 0.25 and 0.28 ms against oneDNN's 0.55 and 0.89;
+  NHWC memory;
 - its last layer, a transposed convolution to one channel: one matrix product into k*k tap
   "planes" (each a whole (B, H, W) block), then col2im, which sums the planes into the
   output one stride phase at a time, each output pixel written by one copy and the adds of
   its other taps; backward gathers the output gradient into planes (im2col: one strided
-  copy) and multiplies. 0.55 ms against 1.0;
+  copy) and multiplies;
 - in build_ops only, its other three layers, 3x3 with stride 2: im2col + one product
   (convolutions) or one product + col2im (the transposed one), with the channels innermost
   so the products read the NHWC weights as they are (the first layer's one input channel
-  takes the taps-first planes). About 0.33, 0.73 and 0.77 ms against 0.37, 0.81 and 0.91.
+  takes the taps-first planes).
 
 col2im's copies and adds are worked out once per shape as strided views (`_col2im_plan`):
 done with Python slicing every step, their bookkeeping cost more than the copies, which is
