@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import serve_process
 
 pytest.importorskip("fastapi")
 pytest.importorskip("schemathesis", reason="needs schemathesis (pip install -e '.[test]')")
@@ -24,18 +25,9 @@ MAX_EXAMPLES, SEED = 50, 20240601
 
 @pytest.fixture(scope="module")
 def api_url(seed_runs, mnist_dir):
-    """`aelab serve` as a subprocess on 127.0.0.1, port 0 (a free one, read from its first line)."""
-    cmd = [sys.executable, "-m", "aelab", "serve", str(seed_runs["linear"]), str(seed_runs["conv"]),
-           "--port", "0", "--map-size", "100", "--data-dir", str(mnist_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        assert match, f"the server did not start: {line!r}"
-        yield match.group(0)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    """`aelab serve` of the linear and conv runs on 127.0.0.1 (conftest.serve_process)."""
+    with serve_process([seed_runs["linear"], seed_runs["conv"]], mnist_dir, 100) as url:
+        yield url
 
 
 @pytest.mark.slow

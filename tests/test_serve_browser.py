@@ -6,16 +6,14 @@ download). Set AELAB_UPDATE_SCREENSHOT=1 to also refresh docs/explorer.png.
 
 import math
 import os
-import re
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import serve_process
 from PIL import Image
 
 from aelab.data import load_dataset
@@ -37,18 +35,9 @@ ZERO = [[(140 + 60 * math.sin(t / 20 * 2 * math.pi), 140 - 95 * math.cos(t / 20 
 
 @pytest.fixture(scope="module")
 def server_url(seed_runs, mnist_dir):
-    """`aelab serve` as a subprocess on 127.0.0.1, port 0 (a free one, read from its first line)."""
-    cmd = [sys.executable, "-m", "aelab", "serve", str(seed_runs["linear"]), str(seed_runs["conv"]),
-           "--port", "0", "--map-size", "1000", "--data-dir", str(mnist_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        assert match, f"the server did not start: {line!r}"
-        yield match.group(0)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    """`aelab serve` of the linear and conv runs on 127.0.0.1 (conftest.serve_process)."""
+    with serve_process([seed_runs["linear"], seed_runs["conv"]], mnist_dir, 1000) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
