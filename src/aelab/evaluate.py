@@ -28,7 +28,7 @@ from .data.batches import (
 )
 from .errors import AelabError
 from .models import count_parameters, spec
-from .runs import eval_file_name, load_run, read_metrics
+from .runs import eval_file_name, load_run, read_metrics, train_seconds
 from .runtime import hardware, resolve_device
 
 __all__ = ["evaluate_run", "format_table", "reconstruction_sse", "run_and_checkpoint", "summarize",
@@ -145,7 +145,7 @@ def evaluate_run(run_dir, which: str | None = None, *, data_dir=None, device: st
         run_dir=str(run.run_dir), checkpoint=which, model=run.config.model, latent_dim=k,
         params=count_parameters(run.model), epoch=run.meta["epoch"], dataset=ds,
         data_checksum=info["checksum"], trained_data_checksum=trained, step=run.meta.get("step"),
-        train_seconds=sum(m["epoch_seconds"] for m in metrics if m["epoch"] <= run.meta["epoch"]),
+        train_seconds=train_seconds([m for m in metrics if m["epoch"] <= run.meta["epoch"]]),
         noise=noise, refine_steps=refine_steps, refine_lr=REFINE_LR if refine_steps else None,
         hardware=hardware(),
     )

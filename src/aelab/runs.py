@@ -88,6 +88,12 @@ def trained_on(metrics: list[dict]) -> str:
     return "; ".join(seen) if seen else NOT_RECORDED
 
 
+def train_seconds(metrics: list[dict]) -> float:
+    """Seconds of training over a run's epochs (metrics.jsonl's lines), without the
+    per-epoch evaluation: each epoch's `epoch_seconds` times its training alone."""
+    return sum(m["epoch_seconds"] for m in metrics)
+
+
 def write_metrics(run_dir: Path, metrics: list[dict]) -> None:
     atomic_write_text(Path(run_dir) / "metrics.jsonl",
                       "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics))
@@ -316,17 +322,6 @@ class LoadedRun:
         return out
 
 
-def _device(device: str | torch.device) -> torch.device:
-    """A torch.device from "auto", "cpu", "cuda", "cuda:1", "mps" or a device itself."""
-    if isinstance(device, torch.device):
-        return device
-    try:
-        return resolve_device(str(device))
-    except RuntimeError:  # torch's "Expected one of cpu, cuda, ... device type" for a typo
-        raise AelabError(f"device {device!r} is not one aelab knows; give auto, cpu, cuda, "
-                         "cuda:N or mps") from None
-
-
 def _quiet(*_a) -> None:
     pass
 
@@ -376,7 +371,7 @@ def load_run(run_dir, which: str = "best", device: str | torch.device = "cpu", *
     run_dir = Path(run_dir)
     if which not in ("best", "last"):
         raise AelabError(f"checkpoint must be 'best' or 'last', not {which!r}")
-    device = _device(device)
+    device = resolve_device(device)
     path = checkpoint_path(run_dir, which)
     if not path.is_file():
         hint = "is this a run folder written by `aelab train`?"

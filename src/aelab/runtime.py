@@ -117,8 +117,10 @@ def _torch_libgomp():
     return None
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA, then Apple's MPS, then the CPU."""
+def resolve_device(name: str | torch.device) -> torch.device:
+    """'auto' picks CUDA, then Apple's MPS, then the CPU; a torch.device is taken as it is."""
+    if isinstance(name, torch.device):
+        return name
     mps = getattr(torch.backends, "mps", None)
     has_mps = mps is not None and mps.is_available()
     if name == "auto":
@@ -127,7 +129,11 @@ def resolve_device(name: str) -> torch.device:
         raise AelabError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
     if name == "mps" and not has_mps:
         raise AelabError("--device mps: Apple's MPS backend is not available; use --device cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:  # torch's "Expected one of cpu, cuda, ... device type" for a typo
+        raise AelabError(f"device {name!r} is not one aelab knows; give auto, cpu, cuda, "
+                         "cuda:N or mps") from None
 
 
 def cpu_model() -> str:

@@ -67,7 +67,7 @@ from ..data.batches import reconstruction_sse, to_float
 from ..errors import AelabError
 from ..figures import save
 from ..models.contract import encoder_layers
-from ..runs import trained_on
+from ..runs import trained_on, train_seconds
 from ..runtime import hardware
 from ..train import train
 from .explore import class_names
@@ -404,7 +404,7 @@ def holdout_run(digit: int, out: Path, *, model: str, dataset: str, epochs: int,
     name = names[digit] if digit < len(names) else str(digit)
     summary.update(name=name, run_dir=str(run_dir), model=model, model_args=cfg.model_args,
                    dataset=dataset, epochs=epochs, seed=seed, limit=limit, score=SCORE,
-                   train_seconds=sum(m["epoch_seconds"] for m in result.metrics),
+                   train_seconds=train_seconds(result.metrics),
                    hardware=trained_on(result.metrics), scored_on=hardware())
     fpr, tpr, _ = roc_curve(is_anomaly, nap)
     how = f"trained on {name} only" if protocol == "one-class" else f"trained without {name}"

@@ -13,7 +13,8 @@ from ..runs import NOT_RECORDED, read_metrics, trained_on
 from .cache import best_eval, cached, on_this_machine
 from .registry import Plan, register_group
 from .render import joined, markdown_table
-from .training import ensure_trained, preset_config, train_seconds
+from ..runs import train_seconds
+from .training import ensure_trained, preset_config
 
 NOISES = DENOISE_NOISES
 DENOISE_TARGET = ("gaussian:0.3", 3.0)  # dB above the Wiener filter

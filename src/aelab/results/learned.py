@@ -16,7 +16,7 @@ from ..runtime import resolve_device
 from .baselines import label_subsets
 from .cache import best_eval, cached
 from .render import joined
-from .training import train_seconds
+from ..runs import train_seconds
 
 QUICK_REPRESENT = (2000, 1000)  # --quick: training codes fitted, test codes scored
 

@@ -58,7 +58,3 @@ def ensure_trained(config: TrainConfig, run_dir: Path, *, force: bool, data_dir=
     return train(config, run_dir, data_dir=data_dir, log=log).run_dir
 
 
-def train_seconds(metrics: list[dict]) -> float:
-    """Seconds of training over a run's epochs (metrics.jsonl's lines), without the
-    per-epoch evaluation: each epoch's `epoch_seconds` times its training alone."""
-    return sum(m["epoch_seconds"] for m in metrics)

@@ -12,7 +12,8 @@ from ..runs import NOT_RECORDED, read_metrics, trained_on
 from .cache import best_eval, cached, on_this_machine
 from .registry import Plan, register_group
 from .render import markdown_table, minutes
-from .training import QUICK, ensure_trained, preset_config, train_seconds
+from ..runs import train_seconds
+from .training import QUICK, ensure_trained, preset_config
 
 VAE_PRESET = "vae-binarized"
 VAE_TARGET = (86.0, 30.0)  # nats, training minutes
