@@ -10,6 +10,7 @@ ModelSpec, what a model declares about itself, and `spec(model)`, the one way to
 
 from . import seed  # first: MODELS lists the seed tutorial's models first
 from . import modern, vae
+from . import adversarial, quantised, regularised, variational  # the autoencoder families
 from .activations import ACTIVATIONS
 from .contract import ModelSpec, spec
 from .registry import (MODELS, build_model, check_contract, count_parameters, load_entry_points,
@@ -17,6 +18,6 @@ from .registry import (MODELS, build_model, check_contract, count_parameters, lo
 
 load_entry_points()  # after aelab's own: a package's model never shadows a built-in name
 
-__all__ = ["ACTIVATIONS", "MODELS", "ModelSpec", "build_model", "check_contract", "count_parameters",
-           "load_entry_points", "model_record", "modern", "rebuild_model", "register_model", "seed",
-           "spec", "vae"]
+__all__ = ["ACTIVATIONS", "MODELS", "ModelSpec", "adversarial", "build_model", "check_contract",
+           "count_parameters", "load_entry_points", "model_record", "modern", "quantised",
+           "rebuild_model", "register_model", "regularised", "seed", "spec", "vae", "variational"]

@@ -22,6 +22,14 @@ at a model's attributes. What a declaration promises:
 - `custom_step`: `model.make_step(optimizer, config)` returns the model's own training step
   (several optimisers, a codebook updated outside the gradient, ...), called as every step
   is: `step(x_in, x, weights)`. aelab.train.step.make_step is the door it comes through.
+- `monitors`: names of numbers a custom step reports after its loss terms (a codebook's
+  perplexity, a discriminator's loss): logged per epoch under their names, never trained on.
+- `sampler`: "prior" where the family has a prior to sample codes from:
+  `model.prior_sample(n, generator)` -> (n, latent_dim) when the model defines it (the
+  VampPrior's mixture), else N(0, I); "fitted" where codes come from a density fitted to
+  the training codes (a Gaussian mixture, aelab.models.samplers). A "quantised" model's
+  codes are `code_groups` codebook vectors side by side, which its fitted categorical
+  prior draws one position at a time.
 - `fast_path` ("dense" or "conv"): a hint that forward is decoder(encoder(x)) over the
   layers of the `encoder` and `decoder` nn.Sequentials, which aelab.train.fast's
   hand-written steps may compute instead. It is never trusted: make_step checks the layers
@@ -74,6 +82,7 @@ class ModelSpec:
     likelihood: bool = False
     custom_step: bool = False
     fast_path: str | None = None
+    monitors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _one_of("kind", self.kind, KINDS)
@@ -92,6 +101,15 @@ class ModelSpec:
                     raise AelabError(f"ModelSpec loss term {name!r}: its weight {weight!r} "
                                      "must be a number or the name of the model's attribute")
             object.__setattr__(self, "loss_terms", MappingProxyType(dict(self.loss_terms)))
+        monitors = tuple(self.monitors)
+        for name in monitors:
+            if not isinstance(name, str) or not _TERM_NAME.match(name) or name in self.terms:
+                raise AelabError(f"ModelSpec monitor {name!r}: a name in lower case letters, "
+                                 "digits and _, starting with a letter, not a loss term's")
+        if monitors and not self.custom_step:
+            raise AelabError("ModelSpec monitors are reported by the model's own step: "
+                             "declare custom_step=True with them")
+        object.__setattr__(self, "monitors", monitors)
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -126,6 +144,28 @@ def loss_weights(model: nn.Module) -> dict[str, float]:
         return {"recon": 1.0}
     return {name: float(getattr(model, w) if isinstance(w, str) else w)
             for name, w in s.loss_terms.items()}
+
+
+def prior_codes(model: nn.Module, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n codes (n, latent_dim) float32 on the CPU from the prior of a model whose spec's
+    sampler is "prior": its own `prior_sample(n, generator)` where its class defines one,
+    else N(0, I). The same generator state gives the same codes."""
+    if spec(model).sampler != "prior":
+        raise AelabError(f"{type(model).__name__} has no prior to sample from (its model_spec "
+                         "sampler is 'fitted'); sample it from a density fitted to its "
+                         "training codes (sampler 'gmm')")
+    own = getattr(type(model), "prior_sample", None)
+    if own is not None:
+        return own(model, n, generator).detach().float().cpu()
+    return torch.randn(n, model.latent_dim, generator=generator)
+
+
+def code_groups(model: nn.Module) -> int:
+    """How many codebook vectors a "quantised" model's code holds side by side (its
+    `code_groups`); 1 for any other model (a code is one vector)."""
+    if spec(model).kind != "quantised":
+        return 1
+    return int(model.code_groups)
 
 
 # --- structure: the layers the fast paths and RaPP read ---------------------------------
@@ -218,6 +258,11 @@ def _check_declarations(model, s: ModelSpec, broken) -> None:
     for flag, method in promised:
         if getattr(s, flag) and not callable(getattr(model, method, None)):
             raise broken(f"its model_spec declares {flag}, but it has no {method}() method")
+    if s.kind == "quantised":
+        g, k = getattr(model, "code_groups", None), getattr(model, "latent_dim", None)
+        if isinstance(g, bool) or not isinstance(g, int) or g < 1 or k % g:
+            raise broken(f"its model_spec declares kind 'quantised', so it needs an int "
+                         f"attribute code_groups >= 1 dividing latent_dim={k}, not {g!r}")
     if s.kind == "variational" and "kl" not in s.terms:
         raise broken("its model_spec declares kind 'variational' but no 'kl' loss term; "
                      "declare loss_terms={'recon': ..., 'kl': ...} and return both from "

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AelabError
-from .activations import activation, check_activation
+from .backbones import DEFAULT_HIDDEN
 from .contract import ModelSpec
+from .family import FamilyAE
 from .registry import register_model
 
 LOG_2PI = math.log(2 * math.pi)
@@ -61,17 +62,43 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.sin((1 - t) * omega) / s * a + torch.sin(t * omega) / s * b
 
 
-class _VAE(nn.Module):
-    """What every VAE here shares: q(z|x) from `self.encoder` + `self.head`, logits from
-    `self.decoder`, the -ELBO loss and the test-set likelihood bounds. Subclasses build the
-    three networks and set latent_dim, beta, likelihood, logvar_range, fixed_sigma."""
+class VAE(FamilyAE):
+    """The variational autoencoder family on a backbone (`backbone="conv"`, the `conv`
+    model's shape, or `"mlp"`), code of `latent_dim` numbers (default 20).
+
+    The backbone's head gives the mean and log-variance of q(z|x) (log-variance clamped to
+    [logvar_min, logvar_max]); the decoder gives logits and `decode` their sigmoid.
+    `forward(x)` is deterministic: decode(mean of q(z|x)).
+
+    Loss per image, in nats (`loss_terms`): -ELBO = reconstruction + beta * KL, with
+    KL(q(z|x) || N(0, I)) in closed form (Kingma & Welling, ICLR 2014). beta=1 is the true
+    ELBO; beta > 1 is the beta-VAE of Higgins et al. (ICLR 2017), which trades
+    reconstruction for a code closer to the prior (preset `beta-vae`: beta=4).
+    Reconstruction, summed over the 784 pixels x_i in [0, 1] (not binarised) with decoder
+    output m_i:
+      * likelihood="bernoulli" (default): sum_i BCE(m_i, x_i)
+          = -sum_i [x_i log m_i + (1 - x_i) log(1 - m_i)];
+      * likelihood="gaussian": sum_i [(x_i - m_i)^2 / (2 sigma^2) + log sigma + log(2 pi)/2],
+        the negative log density of N(m_i, sigma^2); sigma is fixed (default 0.1) or, with
+        sigma="learned", one scalar learned with the network (initialised to 0.1). With a
+        fixed sigma this is squared error weighted by 1/(2 sigma^2) plus a constant
+        784 * (log sigma + log(2 pi)/2) (= -1084.8 nats for sigma=0.1): densities, not
+        probabilities, so the numbers are not comparable with the Bernoulli ones.
+    """
 
     # explore samples from the prior and interpolates on the sphere; the trainer minimises
     # recon + beta * kl per image and logs both; aelab eval adds the likelihood bounds
     model_spec = ModelSpec(kind="variational", sampler="prior",
                            loss_terms={"recon": 1.0, "kl": "beta"}, likelihood=True)
 
-    def _init_likelihood(self, likelihood: str, sigma) -> None:
+    def __init__(self, latent_dim: int = 20, backbone: str = "conv", width: int = 1,
+                 hidden=DEFAULT_HIDDEN, act: str = "relu", beta: float = 1.0,
+                 likelihood: str = "bernoulli", sigma: float | str = 0.1,
+                 logvar_min: float = -10.0, logvar_max: float = 10.0):
+        _check_args(beta, likelihood, sigma, logvar_min, logvar_max)
+        super().__init__(latent_dim, backbone, width, hidden, act, head_out=2 * latent_dim)
+        self.beta, self.likelihood = float(beta), likelihood
+        self.logvar_range = (float(logvar_min), float(logvar_max))
         self.fixed_sigma = None if sigma == "learned" else float(sigma)
         if likelihood == "gaussian" and sigma == "learned":
             self.log_sigma = nn.Parameter(torch.tensor(math.log(0.1)))
@@ -83,17 +110,8 @@ class _VAE(nn.Module):
         mu, logvar = self.head(self.encoder(x)).chunk(2, dim=1)
         return mu, logvar.clamp(*self.logvar_range)
 
-    def logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)  # (B, L) -> (B, 1, 28, 28)
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.posterior(x)[0]  # the mean code (B, L)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(z))  # Bernoulli means / Gaussian means in [0, 1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
     # --- likelihood ---------------------------------------------------------------------
 
@@ -194,108 +212,35 @@ class _VAE(nn.Module):
 
 
 @register_model("vae")
-class ConvVAE(_VAE):
-    """A convolutional VAE with the `conv` model's shape; code of `latent_dim` (default 20).
-
-    Encoder: Conv2d(1,16,3,s2,p1)-ReLU-Conv2d(16,32,3,s2,p1)-ReLU-Conv2d(32,64,7)-ReLU, then
-    one Linear head giving the mean and log-variance of q(z|x) (log-variance clamped to
-    [logvar_min, logvar_max]). Decoder: Linear(latent,64)-ReLU, then conv's transposed
-    convolutions, ending in logits; `decode` returns their sigmoid. `width` multiplies every
-    channel count (width=1 is conv-shaped).
-
-    Loss per image, in nats (`loss_terms`): -ELBO = reconstruction + beta * KL, with
-    KL(q(z|x) || N(0, I)) in closed form and beta=1 the true ELBO. Reconstruction,
-    summed over the 784 pixels x_i in [0, 1] (not binarised) with decoder output m_i:
-      * likelihood="bernoulli" (default): sum_i BCE(m_i, x_i)
-          = -sum_i [x_i log m_i + (1 - x_i) log(1 - m_i)];
-      * likelihood="gaussian": sum_i [(x_i - m_i)^2 / (2 sigma^2) + log sigma + log(2 pi)/2],
-        the negative log density of N(m_i, sigma^2); sigma is fixed (default 0.1) or, with
-        sigma="learned", one scalar learned with the network (initialised to 0.1). With a
-        fixed sigma this is squared error weighted by 1/(2 sigma^2) plus a constant
-        784 * (log sigma + log(2 pi)/2) (= -1084.8 nats for sigma=0.1): densities, not
-        probabilities, so the numbers are not comparable with the Bernoulli ones.
-
-    `forward(x)` is deterministic: decode(mean of q(z|x)).
-    """
-
-    def __init__(self, latent_dim: int = 20, width: int = 1, beta: float = 1.0,
-                 likelihood: str = "bernoulli", sigma: float | str = 0.1,
-                 logvar_min: float = -10.0, logvar_max: float = 10.0):
-        super().__init__()
-        _check_args(latent_dim, width, beta, likelihood, sigma, logvar_min, logvar_max)
-        self.latent_dim, self.beta, self.likelihood = latent_dim, float(beta), likelihood
-        self.logvar_range = (float(logvar_min), float(logvar_max))
-        c1, c2, c3 = 16 * width, 32 * width, 64 * width
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, c1, 3, stride=2, padding=1),  # (B, c1, 14, 14)
-            nn.ReLU(),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1),  # (B, c2, 7, 7)
-            nn.ReLU(),
-            nn.Conv2d(c2, c3, 7),  # (B, c3, 1, 1)
-            nn.ReLU(),
-            nn.Flatten(),  # (B, c3)
-        )
-        # One head for both statistics, split in two: (B, 2L) -> mu, logvar (B, L) each.
-        self.head = nn.Linear(c3, 2 * latent_dim)
-        self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, c3),
-            nn.ReLU(),
-            nn.Unflatten(1, (c3, 1, 1)),  # (B, c3, 1, 1)
-            nn.ConvTranspose2d(c3, c2, 7),  # (B, c2, 7, 7)
-            nn.ReLU(),
-            nn.ConvTranspose2d(c2, c1, 3, stride=2, padding=1, output_padding=1),  # (B, c1, 14, 14)
-            nn.ReLU(),
-            nn.ConvTranspose2d(c1, 1, 3, stride=2, padding=1, output_padding=1),  # (B, 1, 28, 28) logits
-        )
-        self._init_likelihood(likelihood, sigma)
+class ConvVAE(VAE):
+    """`vae`: the VAE family, by default on the `conv` backbone with 20 numbers (see VAE)."""
 
 
 @register_model("vae-mlp")
-class MLPVAE(_VAE):
-    """A fully connected VAE, the shape of the likelihood literature's baselines: Burda,
-    Grosse & Salakhutdinov (2016) use 784-200-200-(50) with tanh for a VAE with one stochastic
-    layer. Encoder: Flatten, then Linear-act for each of `hidden`; a Linear head gives the
-    mean and log-variance of q(z|x). Decoder: the mirror (Linear-act for reversed `hidden`),
-    then Linear to 784 logits. Loss and likelihood figures as `vae` (see ConvVAE).
+class MLPVAE(VAE):
+    """`vae-mlp`: the VAE family on the `mlp` backbone, with the shape of the likelihood
+    literature's baselines as its defaults: Burda, Grosse & Salakhutdinov (2016) use
+    784-200-200-(50) with tanh for a VAE with one stochastic layer. The same as
+    `vae --model-args '{"backbone": "mlp", "latent_dim": 50, "hidden": [200, 200],
+    "act": "tanh"}'`; its own name so that run folders trained under it still load.
 
     A fully connected decoder costs ~latent*h + h*h + h*784 multiply-adds per sample, so the
     5000-sample likelihood bound over the 10,000 test images takes minutes on a laptop CPU
     where a convolutional one takes hours.
     """
 
-    def __init__(self, latent_dim: int = 50, hidden: tuple | list = (200, 200), act: str = "tanh",
-                 beta: float = 1.0, likelihood: str = "bernoulli", sigma: float | str = 0.1,
+    def __init__(self, latent_dim: int = 50, backbone: str = "mlp", width: int = 1,
+                 hidden=(200, 200), act: str = "tanh", beta: float = 1.0,
+                 likelihood: str = "bernoulli", sigma: float | str = 0.1,
                  logvar_min: float = -10.0, logvar_max: float = 10.0):
-        super().__init__()
-        _check_args(latent_dim, 1, beta, likelihood, sigma, logvar_min, logvar_max)
-        hidden = list(hidden)
-        if not hidden or not all(isinstance(h, int) and h >= 1 for h in hidden):
-            raise AelabError(f"hidden={hidden!r} must be a non-empty list of whole numbers >= 1")
-        check_activation(act)
-        self.latent_dim, self.beta, self.likelihood = latent_dim, float(beta), likelihood
-        self.logvar_range = (float(logvar_min), float(logvar_max))
-        layers: list[nn.Module] = [nn.Flatten()]  # (B, 784)
-        for n_in, n_out in zip([784, *hidden[:-1]], hidden, strict=True):
-            layers += [nn.Linear(n_in, n_out), activation(act)]
-        self.encoder = nn.Sequential(*layers)
-        self.head = nn.Linear(hidden[-1], 2 * latent_dim)  # (B, 2L) -> mu, logvar
-        rev = hidden[::-1]
-        layers = []
-        for n_in, n_out in zip([latent_dim, *rev[:-1]], rev, strict=True):
-            layers += [nn.Linear(n_in, n_out), activation(act)]
-        layers += [nn.Linear(rev[-1], 784), nn.Unflatten(1, (1, 28, 28))]  # logits
-        self.decoder = nn.Sequential(*layers)
-        self._init_likelihood(likelihood, sigma)
+        super().__init__(latent_dim, backbone, width, hidden, act, beta, likelihood, sigma,
+                         logvar_min, logvar_max)
 
 
-def _check_args(latent_dim, width, beta, likelihood, sigma, logvar_min, logvar_max) -> None:
+def _check_args(beta, likelihood, sigma, logvar_min, logvar_max) -> None:
     """Reject model arguments that would train silently wrong, before any work."""
-    if not (isinstance(latent_dim, int) and latent_dim >= 1):
-        raise AelabError(f"latent_dim={latent_dim!r} must be a whole number >= 1")
-    if not (isinstance(width, int) and width >= 1):
-        raise AelabError(f"width={width!r} must be a whole number >= 1")
-    if not (beta >= 0):
-        raise AelabError(f"beta={beta!r} must be >= 0")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (beta >= 0):
+        raise AelabError(f"beta={beta!r} must be a number >= 0")
     if likelihood not in LIKELIHOODS:
         raise AelabError(f"likelihood={likelihood!r}: choose one of {', '.join(LIKELIHOODS)}")
     if sigma != "learned" and not (isinstance(sigma, (int, float)) and sigma > 0):

@@ -5,7 +5,8 @@ and optional per-image weights (B,) (the padded batches of --cuda-graphs); it do
 forward pass, the backward pass and the optimizer update, and returns, without
 synchronising the device, the batch's mean loss as a 0-dim tensor where the model's loss is
 its one term (a reconstruction loss), else a (1 + T,) tensor: the mean loss, then the batch
-mean of each of the T loss terms its spec names (StepChoice.terms), e.g. [loss, recon, kl].
+mean of each of the T loss terms its spec names (StepChoice.terms), e.g. [loss, recon, kl];
+a model's own step adds the M monitors its spec names: (1 + T + M,).
 
 `make_step` is the only place that decides how a run trains:
 - a model whose spec declares `custom_step` trains through its own `make_step` (`custom`);
@@ -161,6 +162,7 @@ class StepChoice:
     detail: str  # the parts of the step, for people
     terms: tuple[str, ...] = ("recon",)  # the model's loss terms (its spec's), in order
     loss_only: bool = True  # the step returns the loss alone: the one term, weight 1
+    monitors: tuple[str, ...] = ()  # numbers a custom step reports after its terms (spec)
 
     @property
     def name(self) -> str:
@@ -169,13 +171,19 @@ class StepChoice:
     @property
     def outputs(self) -> int:
         """How many numbers a step returns: 1 (the loss), or 1 + the number of terms."""
-        return 1 if self.loss_only else 1 + len(self.terms)
+        if self.loss_only and not self.monitors:
+            return 1
+        return 1 + len(self.terms) + len(self.monitors)
 
     def term_means(self, means: list[float]) -> dict[str, float]:
         """{term: epoch mean} from the epoch means of what the step returns."""
-        if self.loss_only:
+        if self.loss_only and not self.monitors:
             return {self.terms[0]: means[0]}
-        return dict(zip(self.terms, means[1:], strict=True))
+        return dict(zip(self.terms, means[1 : 1 + len(self.terms)], strict=True))
+
+    def monitor_means(self, means: list[float]) -> dict[str, float]:
+        """{monitor: epoch mean} of the numbers a custom step reports after its terms."""
+        return dict(zip(self.monitors, means[1 + len(self.terms) :], strict=True))
 
     def record(self) -> dict:
         """The keys config.json and checkpoint metadata carry (aelab.runs.STEP_KEYS)."""
@@ -246,4 +254,5 @@ def _model_step(model: nn.Module, optimizer, config, dist: Dist, terms, loss_onl
                          "which aelab cannot spread over processes; train it in one process")
     step = ModelStep(model.make_step(optimizer, config))
     return StepChoice(step, "the model makes its own step (model_spec custom_step)",
-                      f"the model's own step ({name}.make_step)", terms, loss_only)
+                      f"the model's own step ({name}.make_step)", terms, loss_only,
+                      spec(model).monitors)

@@ -127,6 +127,7 @@ class Trainer:
         self.metrics: list[dict] = []  # one record per finished epoch
         self.best = math.inf  # the best selection metric so far
         self.images_seen, self.term_means = 0, {}  # of the last epoch (train_epoch)
+        self.monitor_means: dict[str, float] = {}
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -302,6 +303,7 @@ class Trainer:
         means = (totals[:-1] / totals[-1]).tolist()  # the one sync of the epoch
         self.images_seen = int(totals[-1].item())
         self.term_means = self.choice.term_means(means)
+        self.monitor_means = self.choice.monitor_means(means)
         return means[0]
 
     def run(self, resume: bool = False, restart: bool = False) -> TrainResult:
@@ -409,7 +411,7 @@ class Trainer:
                 f"Try a smaller --lr (now {c.lr})."
             )
         terms = {f"loss_{name}": value for name, value in self.term_means.items()}
-        record = {"epoch": epoch, "train_loss": train_loss, **terms,
+        record = {"epoch": epoch, "train_loss": train_loss, **terms, **self.monitor_means,
                   "test_mse": self._mse(self.test_x),
                   "epoch_seconds": seconds, "images_per_second": self.images_seen / seconds,
                   "hardware": hardware()}  # per epoch: a resumed run may change machines
@@ -421,6 +423,9 @@ class Trainer:
         # the terms where they say more than the loss (several, or one weighted)
         parts = "" if self.choice.loss_only else ": " + ", ".join(
             f"{name} {value:.6f}" for name, value in self.term_means.items())
+        monitors = ", ".join(f"{name} {value:.4g}" for name, value in self.monitor_means.items())
+        if monitors:
+            parts = f"{parts}, {monitors}" if parts else f": {monitors}"
         self.log(f"epoch {epoch:3d}/{c.epochs}  train loss {train_loss:.6f} (mean over epoch"
                  f"{parts}){val}  test mse {record['test_mse']:.6f}  {seconds:6.2f}s  "
                  f"{record['images_per_second']:,.0f} img/s")
