@@ -1,17 +1,22 @@
 """`aelab explore RUN_DIR`: look inside a trained model's code space.
 
-Writes five PNGs into RUN_DIR/explore/ (or --out):
+Writes five PNGs into RUN_DIR/explore/ (or --out), six for a model whose code has 2 numbers:
 
 * latent_map.png: the test codes in 2-D, coloured by class. Codes of size 2 are drawn as
   they are; larger ones are projected by PCA (all test images) and by t-SNE (a random
   subsample, since t-SNE costs O(n log n) per iteration).
-* interpolation.png: decoded codes on the path between pairs of test images: straight lines
-  for an autoencoder, great circles (slerp) for a VAE, whose codes concentrate on a shell.
+* interpolation.png: decoded codes on the path between pairs of test images (seeded random
+  pairs, or the two chosen with --interpolate I J): straight lines for an autoencoder, great
+  circles (slerp) for a VAE, whose codes concentrate on a shell.
 * traversal.png: the mean training code moved from -3 to +3 standard deviations along each
   code dimension (codes of size <= 8) or along the top 8 principal directions of the codes.
 * samples.png: decoded random codes: from the prior N(0, I) for a VAE, from a Gaussian with
   the mean and full covariance of the training codes for a plain autoencoder.
 * neighbours.png: a few test images and their nearest training images by code distance.
+* manifold.png (codes of 2 numbers only): an N x N grid (--manifold-size, default 20) of
+  images decoded from a regular 2-D lattice of codes: the standard normal's quantiles at
+  5%..95% for a VAE (as in Keras's VAE example), for an autoencoder evenly spaced values from
+  the 1st to the 99th percentile of each code number over the training codes.
 """
 
 # matplotlib and scikit-learn are imported inside the functions that draw or fit.
@@ -22,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.distributions import Normal
 
 from ..data import dataset_info, load_dataset
 # the code statistics are shared with the run handle (aelab.load(run).sample)
 from ..data.batches import encode_all, principal_directions, sample_codes, to_float
 from ..errors import AelabError
-from ..figures import image_rows, save
+from ..figures import image_rows, new_figure, save
 from ..models import spec
 from ..models.vae import slerp
 from ..runs import load_run
@@ -39,6 +45,10 @@ N_QUERIES = 6
 MAX_TRAVERSE = 8  # code dimensions drawn one by one; beyond this, principal directions
 TRAVERSE_SIGMAS = 3.0
 N_STEPS = 9
+MANIFOLD_SIZE = 20  # tiles per side of manifold.png
+PRIOR_QUANTILES = (0.05, 0.95)  # the VAE's lattice: N(0, 1) quantiles, as Keras's example
+CODE_PERCENTILES = (1.0, 99.0)  # an autoencoder's lattice: this range of the training codes
+DECODE_BATCH = 1000
 
 
 def class_names(dataset: str, *, data_dir=None, options=None) -> list[str]:
@@ -142,21 +152,38 @@ def _tsne_panel(z, y, n: int, seed: int):
     return xy, y[idx], f"t-SNE, {len(idx):,} random images"
 
 
-def interpolation_figure(model, test_x, test_y, names, path: Path, *, variational: bool,
-                         seed: int, title: str = "") -> Path:
-    """Rows: test image a, decoded codes from a to b (N_STEPS + 2 points incl. ends), image b."""
-    path_fn, kind = (slerp, "slerp") if variational else (lerp, "linear")
-    pairs = _pairs(test_y, 6, seed)
-    codes = encode_all(model, test_x[pairs.flatten()]).view(len(pairs), 2, -1)
+def interpolation_codes(model, test_x, pairs, *, variational: bool):
+    """Codes (P, N_STEPS, L) on the path from the code of test image a to that of b, both
+    ends included, for each pair (a, b) of indices into test_x in pairs (P, 2): a great circle
+    (slerp) for a VAE, a straight line otherwise."""
+    path_fn = slerp if variational else lerp
+    codes = encode_all(model, test_x[pairs.flatten()]).view(len(pairs), 2, -1)  # (P, 2, L)
     t = torch.linspace(0, 1, N_STEPS)
+    return torch.stack([path_fn(za, zb, t) for za, zb in codes])
+
+
+def interpolation_figure(model, test_x, test_y, names, path: Path, *, variational: bool,
+                         seed: int, pair: tuple[int, int] | None = None, title: str = "") -> Path:
+    """Rows: test image a, decoded codes from a to b (N_STEPS points incl. ends), image b;
+    six seeded pairs, or the one pair (a, b) of test indices given."""
+    pairs = _pairs(test_y, 6, seed) if pair is None else torch.tensor([pair])
+    paths = interpolation_codes(model, test_x, pairs, variational=variational)
     rows = []
-    for (ia, ib), (za, zb) in zip(pairs.tolist(), codes, strict=True):
+    for (ia, ib), codes in zip(pairs.tolist(), paths, strict=True):
         ends = to_float(test_x[[ia, ib]])[:, 0].numpy()
-        middle = decode_np(model, path_fn(za, zb, t))
         label = f"{_name(names, test_y[ia])} > {_name(names, test_y[ib])}"
-        rows.append((label, np.concatenate([ends[:1], middle, ends[1:]])))
-    head = f"{kind} interpolation; first and last columns: the test images"
+        rows.append((label, np.concatenate([ends[:1], decode_np(model, codes), ends[1:]])))
+    kind = "slerp" if variational else "linear"
+    which = "" if pair is None else f" from test image {pair[0]} to test image {pair[1]}"
+    head = f"{kind} interpolation{which}; first and last columns: the test images"
     return image_rows(rows, path, title=f"{title}: {head}" if title else head)
+
+
+def check_pair(pair, n_test: int, dataset: str) -> None:
+    """Both indices of --interpolate I J within the test set, or an error saying its size."""
+    if any(not 0 <= i < n_test for i in pair):
+        raise AelabError(f"--interpolate {pair[0]} {pair[1]}: the {dataset} test set has "
+                         f"{n_test:,} images, so an index must be between 0 and {n_test - 1}")
 
 
 def _pairs(labels, n: int, seed: int):
@@ -220,19 +247,96 @@ def neighbours_figure(test_x, test_y, test_codes, train_x, train_y, train_codes,
     return image_rows(rows, path, title=f"{title}: {head}" if title else head)
 
 
+def manifold_axes(train_codes, n: int, *, variational: bool):
+    """The lattice's values along z1 and z2, (2, n) float64, increasing: for a VAE the
+    standard normal's quantiles at n even probabilities from 5% to 95% (Keras's VAE example);
+    for an autoencoder n evenly spaced values from the 1st to the 99th percentile of that
+    number over the training codes (N, 2)."""
+    if variational:
+        q = torch.linspace(*PRIOR_QUANTILES, n, dtype=torch.float64)
+        return Normal(0.0, 1.0).icdf(q).expand(2, n)
+    q = torch.tensor(CODE_PERCENTILES, dtype=torch.float64) / 100
+    lo, hi = torch.quantile(train_codes.double(), q, dim=0)  # (2,) each
+    t = torch.linspace(0, 1, n, dtype=torch.float64)
+    return lo[:, None] + t * (hi - lo)[:, None]
+
+
+def lattice(z1, z2):
+    """Codes (n * n, 2) in the order the figure tiles them, row by row from the top: z2
+    falls down the rows (largest on top, as on a plot), z1 rises along each row. E.g. n = 2:
+    (z1[0], z2[1]), (z1[1], z2[1]), (z1[0], z2[0]), (z1[1], z2[0])."""
+    g2, g1 = torch.meshgrid(z2.flip(0), z1, indexing="ij")  # (n, n) each
+    return torch.stack([g1, g2], dim=-1).reshape(-1, 2)
+
+
+def manifold_codes(train_codes, n: int, *, variational: bool):
+    """The (n * n, 2) codes that manifold.png decodes (manifold_axes, tiled by lattice)."""
+    return lattice(*manifold_axes(train_codes, n, variational=variational))
+
+
+def manifold_figure(model, train_codes, path: Path, *, n: int, variational: bool,
+                    title: str = "") -> Path:
+    """The n x n decoded lattice as one image, one image pixel per PNG pixel, its rows and
+    columns labelled with their code values."""
+    z1, z2 = manifold_axes(train_codes, n, variational=variational)
+    codes = lattice(z1, z2)
+    imgs = np.concatenate([decode_np(model, c) for c in codes.split(DECODE_BATCH)])
+    h, w = imgs.shape[1:]
+    tiled = imgs.reshape(n, n, h, w).transpose(0, 2, 1, 3).reshape(n * h, n * w)  # (row, y, col, x)
+    ax = _pixel_axes(n * w, n * h, title, _manifold_head(variational))
+    ax.imshow(np.clip(tiled, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks(np.arange(n) * w + (w - 1) / 2, [f"{v:.2f}" for v in z1.tolist()],
+                  rotation=90, fontsize=7)
+    ax.set_yticks(np.arange(n) * h + (h - 1) / 2, [f"{v:.2f}" for v in z2.flip(0).tolist()],
+                  fontsize=7)
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    return save(ax.figure, path)
+
+
+def _manifold_head(variational: bool) -> str:
+    if variational:
+        lo, hi = PRIOR_QUANTILES
+        return f"decoded codes at the prior N(0, I)'s {lo:.0%} to {hi:.0%} quantiles"
+    lo, hi = CODE_PERCENTILES
+    return f"decoded codes evenly spaced between percentiles {lo:g} and {hi:g} of the training codes"
+
+
+# manifold.png's margins in pixels (at save's 100 dpi): tick labels and axis names on the
+# left and below, two lines of title above; narrow grids are centred in MIN_WIDTH
+LEFT, RIGHT, BOTTOM, TOP, MIN_WIDTH = 70, 20, 60, 50, 560
+
+
+def _pixel_axes(width: int, height: int, title: str, head: str):
+    """Axes width x height PNG pixels in a new figure with the margins above."""
+    fig_w, fig_h = max(width, MIN_WIDTH) + LEFT + RIGHT, height + BOTTOM + TOP
+    fig = new_figure(figsize=(fig_w / 100, fig_h / 100))
+    x0 = LEFT + (max(width, MIN_WIDTH) - width) / 2
+    ax = fig.add_axes((x0 / fig_w, BOTTOM / fig_h, width / fig_w, height / fig_h))
+    fig.suptitle(f"{title}\n{head}" if title else head, fontsize=9)
+    return ax
+
+
 # --- the command ----------------------------------------------------------------------
 
 
 def explore(run_dir, out: Path | None = None, *, which: str = "best", dataset: str | None = None,
             data_dir=None, device: str = "auto", tsne_points: int = TSNE_POINTS,
             neighbours: int = N_NEIGHBOURS, seed: int = 0, log=print,
-            dataset_options: dict | None = None) -> list[Path]:
-    """Draw the five figures for a run folder's checkpoint; returns their paths. Without
-    labels the latent map has one colour and the neighbours no label agreement."""
+            dataset_options: dict | None = None, manifold_size: int | None = None,
+            interpolate: tuple[int, int] | None = None) -> list[Path]:
+    """Draw the five figures for a run folder's checkpoint, and the manifold grid for a
+    2-number code; returns their paths. Without labels the latent map has one colour and the
+    neighbours no label agreement. manifold_size None: MANIFOLD_SIZE where the code has 2
+    numbers, no grid otherwise; a number asks for the grid, an error for any other code.
+    interpolate: two test indices to interpolate between, instead of six seeded pairs."""
     if tsne_points < 0 or neighbours < 1:
         raise AelabError(f"--tsne-points must be >= 0 (got {tsne_points}) and --neighbours "
                          f">= 1 (got {neighbours})")
+    if manifold_size is not None and manifold_size < 2:
+        raise AelabError(f"--manifold-size must be >= 2 (got {manifold_size})")
     run = load_run(run_dir, which, device=resolve_device(device))
+    grid = _manifold_size(run.model, manifold_size)
     if dataset is None:
         ds, options = run.config.dataset, run.config.dataset_options
     else:
@@ -242,6 +346,8 @@ def explore(run_dir, out: Path | None = None, *, which: str = "best", dataset: s
     train_x, train_y = load_dataset(ds, "train", **opts)
     test_x, test_y = load_dataset(ds, "test", **opts)
     info = dataset_info(ds, **opts)
+    if interpolate is not None:
+        check_pair(interpolate, len(test_x), info["name"])
     if not info["has_labels"]:
         log(f"{ds} has no labels: the latent map is drawn in one colour, and the nearest "
             "neighbours without label agreement")
@@ -251,14 +357,29 @@ def explore(run_dir, out: Path | None = None, *, which: str = "best", dataset: s
     variational = spec(model).sampler == "prior"  # codes ~ N(0, I): sample it, slerp in it
     title = f"{run.config.model} ({Path(run_dir).name}, {info['name']})"
     train_codes, test_codes = encode_all(model, train_x), encode_all(model, test_x)
-    return [
+    paths = [
         latent_map(test_codes, test_y, names, out / "latent_map.png", tsne_points=tsne_points,
                    seed=seed, title=title),
         interpolation_figure(model, test_x, test_y, names, out / "interpolation.png",
-                             variational=variational, seed=seed, title=title),
+                             variational=variational, seed=seed, pair=interpolate, title=title),
         traversal_figure(model, train_codes, out / "traversal.png", title=title),
         samples_figure(model, train_codes, out / "samples.png", variational=variational,
                        seed=seed, title=title),
         neighbours_figure(test_x, test_y, test_codes, train_x, train_y, train_codes,
                           names, out / "neighbours.png", k=neighbours, seed=seed, title=title),
     ]
+    if grid:
+        paths.append(manifold_figure(model, train_codes, out / "manifold.png", n=grid,
+                                     variational=variational, title=title))
+    return paths
+
+
+def _manifold_size(model, asked: int | None) -> int:
+    """Tiles per side of manifold.png, 0 for none: only a 2-number code has the grid."""
+    L = int(model.latent_dim)
+    if L == 2:
+        return MANIFOLD_SIZE if asked is None else asked
+    if asked is not None:
+        raise AelabError(f"--manifold-size {asked}: this model's code has {L} numbers and the "
+                         "manifold grid needs 2 (train one with --latent-dim 2)")
+    return 0

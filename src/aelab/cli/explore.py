@@ -40,7 +40,8 @@ def cmd_explore(a) -> int:
     paths = explore_app.explore(a.run_dir, a.out, which=a.checkpoint, dataset=dataset_arg(a.dataset),
                       dataset_options=a.dataset_options, data_dir=a.data_dir,
                       device=a.device or "auto", tsne_points=a.tsne_points,
-                    neighbours=a.neighbours, seed=a.seed)
+                    neighbours=a.neighbours, seed=a.seed, manifold_size=a.manifold_size,
+                    interpolate=a.interpolate)
     for p in paths:
         print(f"wrote {p}")
     print(f"done in {time.perf_counter() - t0:.1f}s")
@@ -59,6 +60,13 @@ def add_explore(sub) -> None:
                    f"(default: {explore_app.TSNE_POINTS})")
     p.add_argument("--neighbours", type=int, default=explore_app.N_NEIGHBOURS,
                    help=f"nearest training images per query (default: {explore_app.N_NEIGHBOURS})")
+    p.add_argument("--interpolate", type=int, nargs=2, default=None, metavar=("I", "J"),
+                   help="interpolate between test images I and J (indices into the test set, "
+                   "from 0) (default: six seeded random pairs of different classes)")
+    p.add_argument("--manifold-size", type=int, default=None, metavar="N",
+                   help="tiles per side of manifold.png, the decoded 2-D lattice of codes; only "
+                   f"for a model whose code has 2 numbers (default: {explore_app.MANIFOLD_SIZE} "
+                   "for such a model, no grid for any other)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for subsamples, pairs, queries and random codes (default: 0)")
     add_common_args(p)
