@@ -121,3 +121,16 @@ def test_trainer_prepare_sets_up_a_run_and_releases_its_folder(mnist_dir, tmp_pa
     with pytest.raises(aelab.AelabError, match="bogus"):
         failing.prepare()
     assert not (tmp_path / "new").exists()  # made for the lock, then removed
+
+
+@pytest.mark.slow
+def test_families_prints_every_family_beside_conv(mnist_dir):
+    p = _run("families.py", "--pairs", "1", "--limit", "128", "--families", "vae",
+             "--data-dir", str(mnist_dir))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "CPU: " in p.stdout
+    header, rows = _table(p.stdout)
+    assert header == ["model", "img/s", "/ conv (autograd)", ">= 10,000"]
+    assert [r[0] for r in rows] == ["conv (hand-written step)", "conv (autograd)", "vae"]
+    assert rows[1][2] == "1.00x" and rows[2][3] in ("yes", "no")
+    assert all(_number(r[1]) > 0 for r in rows)

@@ -25,8 +25,16 @@ from torch import nn
 from ..errors import AelabError
 from .backbones import DEFAULT_HIDDEN, build_backbone
 from .contract import ModelSpec
+from .registry import MODELS
 
 RECONS = ("bce", "sse")
+
+
+def family_names() -> list[str]:
+    """The registered families (models built on FamilyAE), aliases left out, in
+    registration order: what the benchmarks, the docs' table and the tests go through."""
+    return [name for name, cls in MODELS.items() if isinstance(cls, type)
+            and issubclass(cls, FamilyAE) and cls.alias_of is None]
 
 
 def reconstruction(logits: torch.Tensor, x: torch.Tensor, recon: str) -> torch.Tensor:
@@ -45,6 +53,7 @@ class FamilyAE(nn.Module):
     their terms (`extra_terms`)."""
 
     model_spec = ModelSpec(loss_terms={"recon": 1.0})
+    alias_of: str | None = None  # a second name of a family (`vae-mlp` is `vae` on mlp)
 
     def __init__(self, latent_dim: int = 16, backbone: str = "conv", width: int = 1,
                  hidden=DEFAULT_HIDDEN, act: str = "relu", recon: str = "bce", *,

@@ -229,6 +229,8 @@ class MLPVAE(VAE):
     where a convolutional one takes hours.
     """
 
+    alias_of = "vae"
+
     def __init__(self, latent_dim: int = 50, backbone: str = "mlp", width: int = 1,
                  hidden=(200, 200), act: str = "tanh", beta: float = 1.0,
                  likelihood: str = "bernoulli", sigma: float | str = 0.1,
