@@ -47,6 +47,12 @@ def reconstruction(logits: torch.Tensor, x: torch.Tensor, recon: str) -> torch.T
     return per_pixel.flatten(1).sum(1)
 
 
+def weighted_mean(v: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean of v (B,) over images, each with its weight (B,) where given (the padded
+    batches of --cuda-graphs give the padding weight 0): for the families' own steps."""
+    return v.mean() if weights is None else (v * weights).sum() / weights.sum()
+
+
 class FamilyAE(nn.Module):
     """A deterministic autoencoder on a backbone: code = head(encoder(x)), images =
     sigmoid(decoder(code)). Trained on the reconstruction term alone; the families add
