@@ -204,32 +204,33 @@ def test_bad_devices_and_sample_counts_are_refused(seed_runs):
 
 
 def test_autoencoder_samples_come_from_the_gaussian_of_its_training_codes(run, mnist_dir):
-    a = run.sample(7, seed=3)
+    assert run.samplers == ("gmm", "gaussian")  # the default, gmm: tests/test_samplers.py
+    a = run.sample(7, sampler="gaussian", seed=3)
     assert isinstance(a, np.ndarray) and a.shape == (7, 28, 28) and a.dtype == np.float32
     assert a.min() >= 0 and a.max() <= 1
-    np.testing.assert_array_equal(a, run.sample(7, seed=3))  # the fit is cached; same seed
-    assert not np.array_equal(a, run.sample(7, seed=4))
+    np.testing.assert_array_equal(a, run.sample(7, sampler="gaussian", seed=3))  # same seed
+    assert not np.array_equal(a, run.sample(7, sampler="gaussian", seed=4))
     # the same codes `aelab explore` draws for its samples figure, decoded
     train_x, _ = load_dataset("mnist", "train", mnist_dir, log=lambda *_: None)
     z = sample_codes(encode_all(run.model, train_x), 7, variational=False, seed=3)
     np.testing.assert_allclose(a, run.decode(z.numpy()), atol=1e-6)
-    t = run.sample(7, seed=3, as_numpy=False)
+    t = run.sample(7, sampler="gaussian", seed=3, as_numpy=False)
     assert torch.is_tensor(t) and t.device == run.device
     np.testing.assert_array_equal(t.cpu().numpy(), a)
 
 
 def test_a_fresh_handle_samples_the_same(seed_runs, mnist_dir):
-    a = load_run(seed_runs["linear"], data_dir=mnist_dir).sample(4, seed=1)
-    b = load_run(seed_runs["linear"], data_dir=mnist_dir).sample(4, seed=1)
+    a = load_run(seed_runs["linear"], data_dir=mnist_dir).sample(4, seed=1)  # gmm: fitted, saved
+    b = load_run(seed_runs["linear"], data_dir=mnist_dir).sample(4, seed=1)  # ... and read
     np.testing.assert_array_equal(a, b)
 
 
 def test_vae_samples_its_prior_without_the_data(vae_run, test_u8, tmp_path):
     run = load_run(vae_run, data_dir=tmp_path / "no-data-here")  # the prior needs no images
-    assert run.variational
+    assert run.variational and run.default_sampler == "prior"
     a = run.sample(6, seed=0)
     assert a.shape == (6, 28, 28) and a.min() >= 0 and a.max() <= 1
-    z = torch.randn(6, run.latent_dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    z = torch.randn(6, run.latent_dim, generator=torch.Generator().manual_seed(0))
     np.testing.assert_allclose(a, run.decode(z).numpy(), atol=1e-6)  # N(0, I) codes, decoded
     np.testing.assert_array_equal(a, run.sample(6, seed=0))
     assert not np.array_equal(a, run.sample(6, seed=1))

@@ -31,7 +31,7 @@ LAYERS = [
 ]
 # What a function may import locally: libraries that are slow to import or optional, and
 # the serve app (FastAPI) from the command that starts it.
-LOCAL_OK = ("matplotlib", "sklearn", "fastapi", "starlette", "pydantic", "uvicorn", "orjson",
+LOCAL_OK = ("matplotlib", "sklearn", "threadpoolctl", "fastapi", "starlette", "pydantic", "uvicorn", "orjson",
             "onnx", "onnxruntime", "PIL", "tqdm", "torch", "numpy._core", "numpy.core",
             "aelab.apps.serve")
 MAX_LOCAL_IMPORTS = 60

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 from conftest import serve_process
+from test_samplers import prefit
 
 pytest.importorskip("fastapi")
 pytest.importorskip("schemathesis", reason="needs schemathesis (pip install -e '.[test]')")
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
-# Examples per operation: 50 give about 1,000 requests over the 11 operations (~20 s on two
+# Examples per operation: 50 give about 1,000 requests over the 12 operations (~20 s on two
 # busy cores); a run with 300 (about 3,000 requests) found nothing more. The seed makes the
 # generated requests the same on every run.
 MAX_EXAMPLES, SEED = 50, 20240601
@@ -25,8 +26,12 @@ MAX_EXAMPLES, SEED = 50, 20240601
 
 @pytest.fixture(scope="module")
 def api_url(seed_runs, mnist_dir):
-    """`aelab serve` of the linear and conv runs on 127.0.0.1 (conftest.serve_process)."""
-    with serve_process([seed_runs["linear"], seed_runs["conv"]], mnist_dir, 100) as url:
+    """`aelab serve` of the linear and conv runs on 127.0.0.1 (conftest.serve_process), their
+    fitted samplers saved beforehand (test_samplers.prefit): a first /api/sample would fit
+    one for longer than schemathesis waits for an answer (10 s)."""
+    runs = [seed_runs["linear"], seed_runs["conv"]]
+    prefit(runs, mnist_dir)
+    with serve_process(runs, mnist_dir, 100) as url:
         yield url
 
 

@@ -10,7 +10,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_samplers import fresh_copy, quick_fits, train_tiny
 
+import aelab.runs
 from aelab.apps import serve
 from aelab.cli import main
 from aelab.data import load_dataset
@@ -23,7 +25,16 @@ MAP_SIZE = 500
 JSON = {"content-type": "application/json"}
 GOOD = [0.0] * 784  # a valid image: all black
 API_PATHS = {"/api/models", "/api/encode", "/api/decode", "/api/reconstruct", "/api/compare",
-             "/api/map", "/api/map/decode", "/api/directions", "/api/interpolate", "/api/stats"}
+             "/api/map", "/api/map/decode", "/api/directions", "/api/interpolate", "/api/sample",
+             "/api/stats"}
+MAX_SEED = 2**32 - 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quick():
+    """The first /api/sample of a fitted sampler fits it: quickly here (test_samplers)."""
+    with quick_fits():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +80,7 @@ def test_models_are_listed_by_folder_name_without_paths(client, seed_runs):
     assert [(m["id"], m["model"], m["latent_dim"]) for m in models] == [("linear", "linear", 5),
                                                                          ("conv", "conv", 64)]
     assert [m["sliders"] for m in models] == [{"kind": "code", "count": 5}, {"kind": "pca", "count": 8}]
+    assert [m["samplers"] for m in models] == [["gmm", "gaussian"]] * 2  # the default first
     assert str(seed_runs["linear"].parent) not in r.text  # no file paths leave the server
 
 
@@ -164,6 +176,53 @@ def test_interpolation_runs_from_one_reconstruction_to_the_other(client, digits,
     np.testing.assert_allclose(again["codes"][0], code, rtol=1e-6)
 
 
+def test_sample_decodes_the_codes_of_the_chosen_sampler(client, seed_runs, mnist_dir):
+    r = ok(post(client, "/api/sample", {"model": "conv", "n": 5, "seed": 3}))
+    assert r["model"] == "conv" and r["sampler"] == "gmm" and r["seed"] == 3  # the default
+    assert np.array(r["codes"]).shape == (5, 64) and np.array(r["images"]).shape == (5, 784)
+    run = load_run(seed_runs["conv"], data_dir=mnist_dir)  # reads the fit the server saved
+    np.testing.assert_allclose(r["codes"], run.sample_codes(5, seed=3), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.array(r["images"]).reshape(5, 28, 28), run.sample(5, seed=3),
+                               atol=6e-5)  # sent rounded to 4 decimals
+    assert ok(post(client, "/api/sample", {"model": "conv", "n": 5, "seed": 3})) == r
+    other = ok(post(client, "/api/sample", {"model": "conv", "n": 5, "seed": 3,
+                                            "sampler": "gaussian"}))
+    assert other["sampler"] == "gaussian" and other["codes"] != r["codes"]
+    one = ok(post(client, "/api/sample", {"model": "linear"}))
+    assert len(one["images"]) == 16 and one["seed"] == 0  # the defaults
+
+
+def test_a_served_vae_samples_its_prior_by_default(tmp_path_factory, mnist_dir):
+    from fastapi.testclient import TestClient
+
+    vae = train_tiny(tmp_path_factory, mnist_dir, "handle-vae", "vae")
+    with TestClient(serve.create_app([vae], data_dir=mnist_dir, map_size=10)) as c:
+        (info,) = ok(c.get("/api/models"))
+        assert info["samplers"] == ["prior", "gmm", "gaussian"]
+        r = ok(post(c, "/api/sample", {"model": info["id"], "n": 2}))
+        assert r["sampler"] == "prior"
+        prior = torch.randn(2, info["latent_dim"], generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(torch.tensor(r["codes"]), prior)  # N(0, I), seed 0
+        schemas = ok(c.get("/openapi.json"))["components"]["schemas"]
+        (body,) = [v for k, v in schemas.items() if k.startswith("SampleIn")]  # one model: one
+        assert body["properties"]["sampler"]["enum"] == ["prior", "gmm", "gaussian"]
+
+
+def test_a_sampler_that_cannot_be_fitted_is_a_503_without_paths(seed_runs, mnist_dir, tmp_path,
+                                                                 monkeypatch, capsys):
+    from fastapi.testclient import TestClient
+
+    run = fresh_copy(seed_runs["linear"], tmp_path / "linear")  # nothing fitted yet
+    with TestClient(serve.create_app([run], data_dir=mnist_dir, map_size=10)) as c:
+        def missing(*_a, **_kw):
+            raise AelabError("no training images in /secret/data")
+
+        monkeypatch.setattr(aelab.runs, "load_dataset", missing)
+        r = post(c, "/api/sample", {"model": "linear", "sampler": "gaussian"})
+        assert r.status_code == 503 and "could not be fitted" in r.json()["detail"]
+        assert "/secret" not in r.text and "/secret/data" in capsys.readouterr().err
+
+
 def test_the_page_is_served_and_loads_nothing_from_elsewhere(client):
     page = client.get("/")
     assert page.status_code == 200 and "static/app.js" in page.text
@@ -199,6 +258,12 @@ def test_openapi_declares_what_validation_checks(client):
     assert [(c["minItems"], c["maxItems"]) for c in codes] == [(5, 5), (64, 64)]
     for path in ("/api/map", "/api/directions"):
         assert paths[path]["get"]["parameters"][0]["schema"]["enum"] == ["linear", "conv"]
+    sample = paths["/api/sample"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    bodies = [schemas[v["$ref"].rsplit("/", 1)[1]]["properties"] for v in sample["oneOf"]]
+    assert [b["sampler"]["enum"] for b in bodies] == [["gmm", "gaussian"]] * 2
+    assert (bodies[0]["n"]["minimum"], bodies[0]["n"]["maximum"]) == (1, 256)
+    assert (bodies[0]["seed"]["minimum"], bodies[0]["seed"]["maximum"]) == (0, MAX_SEED)
+    assert "503" in paths["/api/sample"]["post"]["responses"]
     for path, ops in paths.items():
         for method, op in ops.items():
             if method == "post":
@@ -215,6 +280,9 @@ def test_openapi_declares_what_validation_checks(client):
      "steps", 64, 65),
     ("/api/interpolate", {"model": "conv", "start": {"image": GOOD}, "end": {"image": GOOD}},
      "steps", 3.0, 2.5),  # 3.0 is an integer to JSON Schema, so to the API too
+    ("/api/sample", {"model": "linear", "sampler": "gaussian"}, "n", 256, 257),
+    ("/api/sample", {"model": "linear", "sampler": "gaussian", "n": 1}, "seed", MAX_SEED, MAX_SEED + 1),
+    ("/api/sample", {"model": "linear", "sampler": "gaussian", "n": 1}, "seed", 0, -1),
 ])
 def test_declared_limits_are_the_enforced_ones(client, path, body, field, inside, outside):
     assert post(client, path, {**body, field: inside}).status_code == 200
@@ -305,6 +373,10 @@ BAD_BODIES = [
     ("/api/interpolate", {"model": "conv", "start": {"image": GOOD}, "end": {"image": GOOD},
                           "steps": 2.5}, 422, "valid integer"),
     ("/api/compare", {"image": GOOD, "models": ["conv", "nope"]}, 422, "should be 'linear' or"),
+    ("/api/sample", {"model": "linear", "sampler": "prior"}, 422, "Input should be 'gmm' or 'gaussian'"),
+    ("/api/sample", {"model": "conv", "n": 0}, 422, "greater than or equal to 1"),
+    ("/api/sample", {"model": "conv", "seed": "1"}, 422, "valid integer"),
+    ("/api/sample", {"sampler": "gmm"}, 422, "one of the loaded models"),
 ]
 
 
@@ -370,9 +442,11 @@ end = st.fixed_dictionaries({}, optional={"image": image, "code": code}) | json_
 body = st.fixed_dictionaries({}, optional={
     "model": model_id, "image": image, "code": code, "point": st.lists(number, max_size=3),
     "start": end, "end": end, "steps": st.integers(-3, 100) | json_any,
-    "models": st.lists(model_id, max_size=3) | json_any}) | json_any
+    "models": st.lists(model_id, max_size=3) | json_any,
+    "n": st.integers(-3, 300) | json_any, "seed": st.integers(-3, 2**33) | json_any,
+    "sampler": st.sampled_from(["prior", "gmm", "gaussian"]) | json_any}) | json_any
 POSTS = ["/api/encode", "/api/decode", "/api/reconstruct", "/api/compare", "/api/map/decode",
-         "/api/interpolate"]
+         "/api/interpolate", "/api/sample"]
 
 
 def no_nulls(value) -> bool:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import serve_process
 from PIL import Image
+from test_samplers import prefit
 
 from aelab.data import load_dataset
 
@@ -35,8 +36,12 @@ ZERO = [[(140 + 60 * math.sin(t / 20 * 2 * math.pi), 140 - 95 * math.cos(t / 20 
 
 @pytest.fixture(scope="module")
 def server_url(seed_runs, mnist_dir):
-    """`aelab serve` of the linear and conv runs on 127.0.0.1 (conftest.serve_process)."""
-    with serve_process([seed_runs["linear"], seed_runs["conv"]], mnist_dir, 1000) as url:
+    """`aelab serve` of the linear and conv runs on 127.0.0.1 (conftest.serve_process), their
+    fitted samplers saved beforehand (quickly: test_samplers.prefit), as a first request
+    would have the server do."""
+    runs = [seed_runs["linear"], seed_runs["conv"]]
+    prefit(runs, mnist_dir)
+    with serve_process(runs, mnist_dir, 1000) as url:
         yield url
 
 
@@ -164,6 +169,27 @@ def test_interpolation_between_drawn_and_picked_digits(page):
     page.click(card("conv", "b-from-map"))
     settle(page)
     assert not np.array_equal(pixels(page, f"{card('conv', 'interp')} canvas:nth-child(8)"), before)
+
+
+def test_the_samples_panel_draws_images_from_the_chosen_sampler(page):
+    for m in ("linear", "conv"):
+        choice, grid = card(m, "sampler-choice"), card(m, "sample-grid")
+        assert page.locator(choice + " option").all_inner_texts() == ["gmm", "gaussian"]
+        assert page.locator(grid + " canvas").count() == 0
+        page.click(card(m, "sample-button"))
+        settle(page)
+        assert page.locator(grid + " canvas").count() == 16
+        first = [pixels(page, f"{grid} canvas:nth-child({i})") for i in (1, 2)]
+        for image in first:
+            assert (image >= 0).all() and image.max() > 0  # painted, not blank
+        assert not np.array_equal(*first)  # two random codes, two images
+        assert page.inner_text(card(m, "sample-note")) == "16 samples from gmm, seed 0"
+        page.select_option(choice, "gaussian")
+        page.fill(card(m, "sample-seed"), "5")
+        page.click(card(m, "sample-button"))
+        settle(page)
+        assert page.inner_text(card(m, "sample-note")) == "16 samples from gaussian, seed 5"
+        assert not np.array_equal(pixels(page, f"{grid} canvas:nth-child(1)"), first[0])
 
 
 @pytest.mark.parametrize("paper", [False, True], ids=["light-on-dark", "dark-on-paper"])

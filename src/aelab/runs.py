@@ -6,7 +6,10 @@ One folder per run (`runs/<model>-<timestamp>/` by default):
   and why a fast one was not used), written when training starts;
 - `metrics.jsonl`: one JSON line per finished epoch;
 - `checkpoints/{last,best}.safetensors` (+ `.json`): the checkpoints below;
-- `eval.json`, `eval-noise-<spec>.json`: what `aelab eval` wrote (`eval_file_name`).
+- `eval.json`, `eval-noise-<spec>.json`: what `aelab eval` wrote (`eval_file_name`);
+- `samplers/<sampler>-<checkpoint>.safetensors` (+ `.json`): densities fitted to a
+  checkpoint's training codes for `LoadedRun.sample` (aelab.models.samplers), written on
+  first use and fitted again when the checkpoint's weights change (`save_sampler`).
 
 Checkpoints are self-describing and pickle-free: one safetensors file plus a readable JSON copy.
 
@@ -19,7 +22,11 @@ package version), so the one file is the single source of truth and is written a
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,10 +40,10 @@ from . import __version__
 from ._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .config import TrainConfig
 from .data import load_dataset
-from .data.batches import (as_images, encode_all, gaussian_codes, images_to_float, principal_directions,
-                           standard_normal)
+from .data.batches import as_images, encode_all, images_to_float
 from .errors import AelabError
 from .models import model_record, rebuild_model, spec
+from .models import samplers
 from .runtime import resolve_device
 
 FORMAT_VERSION = 1
@@ -219,6 +226,51 @@ def _match_param_layouts(optimizer) -> None:
                     state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
+# --- fitted samplers ------------------------------------------------------------------
+
+SAMPLER_FORMAT = 1
+
+
+def sampler_path(run_dir: Path, sampler: str, which: str) -> Path:
+    """RUN_DIR/samplers/<sampler>-<checkpoint>.safetensors."""
+    return Path(run_dir) / "samplers" / f"{sampler}-{which}.safetensors"
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over the state dict's names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_sampler(path: Path, density, meta: dict) -> None:
+    """A fitted density's tensors to `path` (safetensors, its header holding `meta` as
+    JSON), then the same JSON beside it for people; both written atomically."""
+    meta = dict(meta, format_version=SAMPLER_FORMAT, aelab_version=__version__)
+    blob = st_save(density.to_tensors(), metadata={"aelab": json.dumps(meta)})
+    atomic_write_bytes(path, blob)
+    atomic_write_json(Path(path).with_suffix(".json"), meta)
+
+
+def read_sampler(path: Path):
+    """(density, meta) saved by save_sampler, or None where the file is missing, unreadable
+    or of another format (the caller fits it again). Never unpickles anything."""
+    if not Path(path).is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["aelab"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no __iter__)
+        if meta.get("format_version") != SAMPLER_FORMAT:
+            return None
+        return samplers.DENSITIES[meta["density"]].from_tensors(tensors), meta
+    except Exception:  # a truncated or foreign file, a density of another version: refit
+        return None
+
+
 @dataclass
 class LoadedRun:
     """A trained model rebuilt from a run folder, with its training config and checkpoint
@@ -237,10 +289,17 @@ class LoadedRun:
     config: TrainConfig
     meta: dict
     run_dir: Path
-    data_dir: Path | None = None  # where the run's dataset lives (sample() of an autoencoder)
+    data_dir: Path | None = None  # where the run's dataset lives (fitted samplers)
     batch_size: int = 1000
-    # the Gaussian fitted to the training codes, (mean, directions, variances): on first use
-    _code_gaussian: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    checkpoint: str = "best"  # which checkpoint of run_dir the weights came from
+    # fitted samplers by name, read from RUN_DIR/samplers or fitted on first use; the codes
+    # of the whole training split, once encoded; the weights' digest that names the fits
+    _fitted: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _train_codes: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
+    _weights_id: str | None = field(default=None, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                  compare=False)
+    _warned: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -255,6 +314,16 @@ class LoadedRun:
         """Whether the model's spec samples it from its prior N(0, I) (a VAE's sampler
         "prior"), rather than from a Gaussian fitted to its training codes."""
         return spec(self.model).sampler == "prior"
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        """The samplers this run offers (aelab.models.samplers.SAMPLERS), the default first:
+        "prior" where the model has one, then "gmm" and "gaussian"."""
+        return samplers.offered(self.model)
+
+    @property
+    def default_sampler(self) -> str:
+        return self.samplers[0]
 
     def encode(self, images):
         """Codes of images: float32 (N, latent_dim), or (latent_dim,) for one image."""
@@ -278,26 +347,93 @@ class LoadedRun:
         images = self._decode(z, _device_of(codes))
         return _like(codes, images[0] if codes.ndim == 1 else images)
 
-    def sample(self, n: int, *, seed: int = 0, as_numpy: bool = True):
-        """n images (n, 28, 28) float32 decoded from random codes; the same seed gives the
-        same images. A VAE's codes come from its prior N(0, I); an autoencoder's from a
-        Gaussian with the mean and full covariance of its training codes (the training
-        split of the run's dataset, encoded once, on the first call). numpy by default;
-        as_numpy=False gives a tensor on the model's device."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise AelabError(f"sample(n={n!r}): give a whole number of images >= 1")
-        images = self._decode(gaussian_codes(self._sampling_gaussian(), n, seed), self.device)
+    def sample(self, n: int, *, sampler: str | None = None, seed: int = 0, as_numpy: bool = True):
+        """n images (n, 28, 28) float32 decoded from random codes (`sample_codes`); the same
+        sampler and seed give the same images, in this process or another. numpy by
+        default; as_numpy=False gives a tensor on the model's device."""
+        codes = self.sample_codes(n, sampler=sampler, seed=seed, as_numpy=False)
+        images = self._decode(codes, self.device)
         return images.cpu().numpy() if as_numpy else images
 
-    def _sampling_gaussian(self) -> tuple:
-        if self.variational:
-            return standard_normal(self.latent_dim)
-        if self._code_gaussian is None:
-            train_x, _ = load_dataset(self.config.dataset, "train", self.data_dir,
-                                      options=self.config.dataset_options, log=_quiet)
-            codes = encode_all(self.model, train_x, self.batch_size)  # (N, L)
-            self._code_gaussian = principal_directions(codes)
-        return self._code_gaussian
+    def sample_codes(self, n: int, *, sampler: str | None = None, seed: int = 0,
+                     as_numpy: bool = True):
+        """n random codes (n, latent_dim) float32 from `sampler`, one of `self.samplers`
+        (default: the first: "prior" where the model has one, else "gmm"). A fitted sampler
+        is fitted to the codes of the run's training split on first use and saved in
+        RUN_DIR/samplers (`fitted_sampler`). numpy by default; as_numpy=False gives a tensor
+        on the model's device."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise AelabError(f"sample(n={n!r}): give a whole number of images >= 1")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise AelabError(f"sample(seed={seed!r}): give a whole number from 0 to 2**63 - 1")
+        name = samplers.check_sampler(self.model, sampler)
+        codes = samplers.draw(self.model, self.fitted_sampler(name), n, seed)  # (n, L)
+        return codes.numpy() if as_numpy else codes.to(self.device)
+
+    def fitted_sampler(self, sampler: str):
+        """The density of a fitted sampler (aelab.models.samplers.DENSITIES), None for the
+        model's own prior. Read from `sampler_file(sampler)` when that was fitted to these
+        weights (`weights_id`); else fitted now and saved there, replacing a fit to other
+        weights (in memory only, with one warning, where the run folder cannot be written).
+        Thread-safe: one fit per handle."""
+        name = samplers.check_sampler(self.model, sampler)
+        if not samplers.is_fitted(self.model, name):
+            return None
+        with self._lock:
+            if name not in self._fitted:
+                self._fitted[name] = self._read_or_fit(name)
+            return self._fitted[name]
+
+    def sampler_file(self, sampler: str) -> Path | None:
+        """Where the fitted sampler is kept (None for the model's own prior)."""
+        name = samplers.check_sampler(self.model, sampler)
+        if not samplers.is_fitted(self.model, name):
+            return None
+        return sampler_path(self.run_dir, name, self.checkpoint)
+
+    @property
+    def weights_id(self) -> str:
+        """sha256 of the model's weights (names, dtypes, shapes and bytes of its state
+        dict): what a saved sampler was fitted to. Computed once per handle."""
+        if self._weights_id is None:
+            self._weights_id = weights_sha256(self.model)
+        return self._weights_id
+
+    def _read_or_fit(self, name: str):
+        path = sampler_path(self.run_dir, name, self.checkpoint)
+        want = {"sampler": name, "weights_sha256": self.weights_id}
+        saved = read_sampler(path)
+        if saved is not None and all(saved[1].get(k) == v for k, v in want.items()):
+            return saved[0]  # fitted to these weights (delete the file to fit it again)
+        codes, n_train = self._fit_codes(name)  # (N, L)
+        t0 = time.perf_counter()
+        density = samplers.fit(self.model, name, codes)
+        meta = {**want, **density.info(), "density": density.name, "checkpoint": self.checkpoint,
+                "settings": samplers.fit_settings(self.model, name),
+                "epoch": self.meta.get("epoch"), "dataset": self.config.dataset,
+                "training_images": n_train, "codes": len(codes),
+                "fit_seconds": round(time.perf_counter() - t0, 3)}
+        try:
+            save_sampler(path, density, meta)
+        except OSError as e:  # a read-only run folder: sample all the same
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"{e}; the {name} sampler was fitted in memory only and is "
+                              "fitted again by the next process", stacklevel=4)
+        return density
+
+    def _fit_codes(self, name: str) -> tuple[torch.Tensor, int]:
+        """The codes (N, L) float32 on the CPU that sampler `name` is fitted to, of the run's
+        training split (all of them, encoded once per handle, or the subset the sampler
+        uses, encoded alone), and how many training images there are."""
+        train_x, _ = load_dataset(self.config.dataset, "train", self.data_dir,
+                                  options=self.config.dataset_options, log=_quiet)
+        keep = samplers.fit_subset(name, len(train_x))
+        if self._train_codes is None and keep is None:
+            self._train_codes = encode_all(self.model, train_x, self.batch_size)
+        if self._train_codes is not None:
+            return (self._train_codes if keep is None else self._train_codes[keep]), len(train_x)
+        return encode_all(self.model, train_x[keep], self.batch_size), len(train_x)
 
     def _decode(self, z: torch.Tensor, out_device) -> torch.Tensor:
         """Codes (N, L) -> images (N, 28, 28) float32 on out_device."""
@@ -367,7 +503,7 @@ def load_run(run_dir, which: str = "best", device: str | torch.device = "cpu", *
              data_dir=None) -> LoadedRun:
     """Rebuild the model of a run folder from its checkpoint alone (`best` or `last`), on
     `device` ("auto": CUDA, then MPS, then the CPU). `data_dir`: where the run's dataset
-    lives, for `sample()` of a deterministic autoencoder (default: aelab's data folder)."""
+    lives, for fitting a sampler to its training codes (default: aelab's data folder)."""
     run_dir = Path(run_dir)
     if which not in ("best", "last"):
         raise AelabError(f"checkpoint must be 'best' or 'last', not {which!r}")
@@ -386,4 +522,4 @@ def load_run(run_dir, which: str = "best", device: str | torch.device = "cpu", *
         raise AelabError(f"{path}: weights do not fit model {meta['model']['name']!r}: {e}") from None
     model.to(device).eval()
     return LoadedRun(model, TrainConfig.from_dict(meta["config"]), meta, run_dir,
-                     data_dir=Path(data_dir) if data_dir is not None else None)
+                     data_dir=Path(data_dir) if data_dir is not None else None, checkpoint=which)

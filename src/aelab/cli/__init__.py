@@ -1,7 +1,7 @@
 """The `aelab` command: a thin shell over the package's Python API, and the only place in
 the package that parses arguments. One module per command group:
 
-- train.py: data, train, eval, reconstruct, demo;
+- train.py: data, train, eval, reconstruct, demo; sample.py: sample;
 - explore.py: explore, anomaly;
 - results.py: results, baseline;
 - serve.py: serve; export.py: export; bench.py: bench.
@@ -16,13 +16,13 @@ from .. import __version__
 from ..errors import AelabError
 from ..runtime import prepare_process
 from ..train import TrainingInterrupted
-from . import bench, explore, export, results, serve, train
+from . import bench, explore, export, results, sample, serve, train
 from .common import add_common_args
 
 __all__ = ["add_common_args", "build_parser", "main"]
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
-GROUPS = (train, bench, serve, export, explore, results)  # the order of `aelab --help`
+GROUPS = (train, sample, bench, serve, export, explore, results)  # the order of `aelab --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,8 +11,9 @@ Modules, bottom to top:
 - schemas.py: input checks (check_image/check_code/check_point, RequestError), the
   pydantic request models (built per app by request_models: model ids and code sizes
   come from the runs served) and the response models;
-- inference.py: the loaded models (Model, Explorer, load_explorer) and the projections
-  behind the latent map and the sliders;
+- inference.py: the loaded models (Model, Explorer, load_explorer), the projections
+  behind the latent map and the sliders, and samples (LoadedRun.sample_codes: a fitted
+  sampler is fitted on its first request, off the event loop, and kept in the run folder);
 - middleware.py: server-side timings (/api/stats, Server-Timing) and the body-size limit;
 - api.py: the routes, error handlers and create_app; bind and host_warning for the server;
 - static/: the page itself. The `aelab serve` command is aelab/cli/serve.py.

@@ -12,6 +12,7 @@ import html
 import ipaddress
 import json
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match, Route
 
 from ... import __version__
@@ -43,6 +45,7 @@ from .schemas import (
     ReconstructOut,
     RequestError,
     RouteTimes,
+    SampleOut,
     request_models,
 )
 
@@ -101,6 +104,9 @@ BODY_ERRORS = {**INVALID,
                400: {"model": MessageOut, "description": "the body cannot be read (not UTF-8, or "
                      "nested too deep)"},
                413: {"model": MessageOut, "description": "the body is over the size limit"}}
+UNFITTED = {503: {"model": MessageOut, "description": "the sampler is fitted to the run's "
+                  "training codes on first use, and that failed here (e.g. the run's dataset "
+                  "is not on the server)"}}
 
 
 def _add_model_routes(app, ex: Explorer) -> None:
@@ -108,7 +114,8 @@ def _add_model_routes(app, ex: Explorer) -> None:
     running it on the event loop skips a thread hop and 40 threads fighting for the GIL
     (with 50 clients a thread pool measured 40x worse server-side p50; a much larger model
     would want plain `def` instead). See benchmarks/serve_load.py."""
-    req = request_models({m.id: m.latent_dim for m in ex.models.values()})
+    req = request_models({m.id: m.latent_dim for m in ex.models.values()},
+                         {m.id: m.run.samplers for m in ex.models.values()})
     post = functools.partial(app.post, responses=BODY_ERRORS)
     get = functools.partial(app.get, responses=INVALID)
     ModelQuery = Annotated[req.model_id, Query()]
@@ -166,6 +173,18 @@ def _add_model_routes(app, ex: Explorer) -> None:
         m = ex.get(body.model)
         codes, images = m.interpolate(body.start, body.end, body.steps)
         return json_response({"model": m.id, "codes": codes.numpy(), "images": pixels_out(images)})
+
+    @app.post("/api/sample", response_model=SampleOut, responses={**BODY_ERRORS, **UNFITTED},
+              summary="Random codes from one of the model's samplers, decoded")
+    async def sample(body: req.SampleIn):
+        m = ex.get(body.model)
+        try:  # off the event loop: the first use of a fitted sampler fits it (seconds or more)
+            out = await run_in_threadpool(m.sample, body.sampler, body.n, body.seed)
+        except AelabError as e:
+            print(f"aelab serve: /api/sample: {e}", file=sys.stderr)  # paths stay here
+            return json_response({"detail": f"the {body.sampler} sampler of model {m.id!r} "
+                                  "could not be fitted on this server (see its log)"}, 503)
+        return json_response(out)
 
 
 def _add_page_routes(app) -> None:

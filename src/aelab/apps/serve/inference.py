@@ -1,5 +1,6 @@
 """The models served and what the page needs of them: inference on single images and codes,
-the latent map (test codes in 2-D) and the slider directions, computed once at start-up."""
+the latent map (test codes in 2-D) and the slider directions, computed once at start-up,
+and decoded samples from each model's samplers."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ class Model:
                 "epoch": meta.get("epoch"),
                 "test_mse": (meta.get("metrics") or {}).get("test_mse"),
                 "sliders": {"kind": self.sliders.kind, "count": int(self.sliders.axes.shape[0])},
-                "map": {"kind": self.plane.kind}}
+                "map": {"kind": self.plane.kind}, "samplers": list(self.run.samplers)}
 
     def _map_json(self, xy: torch.Tensor, labels: torch.Tensor) -> dict:
         if xy.shape[1] < 2:  # a 1-number code: the map is a line
@@ -126,6 +127,14 @@ class Model:
         code = self.encode(pixels)
         image = self.decode_many(code.view(1, -1))[0]
         return {"model": self.id, "code": code.numpy(), "image": pixels_out(image)}
+
+    def sample(self, sampler: str, n: int, seed: int) -> dict:
+        """n decoded random codes: LoadedRun.sample_codes, so a fitted sampler is fitted
+        here on first use (seconds or more: call it off the event loop) and then kept in
+        the run folder."""
+        codes = self.run.sample_codes(n, sampler=sampler, seed=seed, as_numpy=False)  # (n, D)
+        return {"model": self.id, "sampler": sampler, "seed": seed, "codes": codes.numpy(),
+                "images": pixels_out(self.decode_many(codes))}
 
     def plane_code(self, point: np.ndarray) -> torch.Tensor:
         k = self.plane.axes.shape[0]
@@ -175,7 +184,7 @@ def load_explorer(run_dirs, checkpoint: str = "best", data_dir=None,
     test_sets: dict = {}
     models = []
     for model_id, d in zip(unique_ids(run_dirs), run_dirs, strict=True):
-        run = load_run(d, checkpoint, device="cpu")
+        run = load_run(d, checkpoint, device="cpu", data_dir=data_dir)  # data: fitted samplers
         name, options = ((dataset, dataset_options) if dataset is not None
                          else (run.config.dataset, run.config.dataset_options))
         key = (name, json.dumps(options or {}, sort_keys=True))

@@ -29,6 +29,8 @@ from ...errors import AelabError
 
 PIXELS = 28 * 28
 MAX_STEPS = 64  # interpolation images per request
+MAX_SAMPLES = 256  # sampled images per request
+MAX_SEED = 2**32 - 1  # a sampling seed: a whole number a browser holds exactly
 MAX_CODE_ABS = 1e4  # far beyond any trained code; keeps float32 decoding finite
 IMAGE_SHAPE = "784 numbers in [0, 1] (28x28, row-major) or 28 rows of 28"
 
@@ -179,10 +181,11 @@ def _model_tag(value):
     return model_id if isinstance(model_id, str) else None
 
 
-def request_models(code_sizes: dict[str, int]) -> SimpleNamespace:
+def request_models(code_sizes: dict[str, int], samplers: dict[str, tuple[str, ...]]) -> SimpleNamespace:
     """The request bodies (and the `model` query parameter) of an app serving these models,
-    given as id -> code size. Bodies that carry a code are one schema per model, picked by
-    their `model` field, so that each declares its model's code length."""
+    given as id -> code size and id -> the samplers it offers (its default first). Bodies
+    that carry a code or name a sampler are one schema per model, picked by their `model`
+    field, so that each declares its model's code length and samplers."""
     ids = tuple(code_sizes)
     loaded = f"model should be one of the loaded models: {', '.join(map(repr, ids))}"
     model_id = Annotated[Literal[ids], Field(description="a model id from GET /api/models")]
@@ -202,6 +205,15 @@ def request_models(code_sizes: dict[str, int]) -> SimpleNamespace:
         return {"start": (end, ...), "end": (end, ...),
                 "steps": (Annotated[int, BeforeValidator(whole_number)], steps)}
 
+    def sample_fields(m, _code):
+        names = samplers[m]
+        whole = Annotated[int, BeforeValidator(whole_number)]
+        return {"sampler": (Literal[names], Field(names[0], description=(
+                    f"where the codes come from (default: {names[0]}); see GET /api/models"))),
+                "n": (whole, Field(16, ge=1, le=MAX_SAMPLES, strict=True, description="images")),
+                "seed": (whole, Field(0, ge=0, le=MAX_SEED, strict=True, description=(
+                    "the random seed: the same seed gives the same images")))}
+
     return SimpleNamespace(
         model_id=model_id,
         ImageIn=create_model("ImageIn", __base__=Body, model=(model_id, ...), image=(Image, ...)),
@@ -211,6 +223,7 @@ def request_models(code_sizes: dict[str, int]) -> SimpleNamespace:
             Field(None, max_length=100, description="model ids (default: every model)"))),
         CodeIn=per_model("CodeIn", lambda m, code: {"code": (code, ...)}),
         InterpolateIn=per_model("InterpolateIn", interpolate_fields),
+        SampleIn=per_model("SampleIn", sample_fields),
     )
 
 
@@ -249,6 +262,14 @@ class CompareOut(BaseModel):
     results: list[ReconstructOut]
 
 
+class SampleOut(BaseModel):
+    model: str
+    sampler: str
+    seed: int
+    codes: list[floats] = Field(description="the random codes, one per image")
+    images: list[Pixels]
+
+
 Kind = Literal["code", "pca"]  # a projection onto the code's own axes, or principal directions
 
 
@@ -270,6 +291,7 @@ class ModelInfo(BaseModel):
     test_mse: float | None
     sliders: Sliders
     map: MapKind
+    samplers: list[str] = Field(description="the samplers of POST /api/sample, the default first")
 
 
 class MapOut(BaseModel):

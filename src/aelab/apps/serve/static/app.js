@@ -9,6 +9,8 @@ const INK = 0.02; // pad values above this count as ink when finding the digit's
 // MNIST's digits have their centre of mass on pixel (14, 14), half a pixel past the middle
 // of the 28x28 field (measured on the 10,000 test digits: 13.99, 14.01 on average).
 const CENTRE = SIZE / 2 + 0.5;
+const SAMPLES = 16; // images per click of a card's Sample button: two rows of 8
+const MAX_SEED = 4294967295; // the API's largest seed
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]; // one colour per digit
 
@@ -430,13 +432,43 @@ async function interpolate() {
   await Promise.all([...state.cards.values()].map(async (card) => {
     const id = card.info.id;
     const r = await api("interpolate", { model: id, start: endFor(a, id), end: endFor(b, id), steps });
-    card.interp.replaceChildren(...r.images.map((image) => {
-      const c = document.createElement("canvas");
-      Object.assign(c, { width: SIZE, height: SIZE, className: "digit" });
-      paintDigit(c, image);
-      return c;
-    }));
+    card.interp.replaceChildren(...digitCanvases(r.images));
   }));
+}
+
+// --- samples ---------------------------------------------------------------------------------
+
+function digitCanvases(images) {
+  return images.map((image) => {
+    const c = document.createElement("canvas");
+    Object.assign(c, { width: SIZE, height: SIZE, className: "digit" });
+    paintDigit(c, image);
+    return c;
+  });
+}
+
+function setupSamples(card) {
+  card.samplerChoice.replaceChildren(...card.info.samplers.map((name) => new Option(name, name)));
+  card.sampleButton.addEventListener("click", () => track(drawSamples(card)));
+}
+
+// A fitted sampler is fitted by the server on its first request, which can take a while.
+async function drawSamples(card) {
+  const sampler = card.samplerChoice.value;
+  const seed = Math.min(MAX_SEED, Math.max(0, Math.floor(Number(card.sampleSeed.value)) || 0));
+  card.sampleSeed.value = seed;
+  card.sampleButton.disabled = true;
+  card.sampleNote.textContent = `sampling from ${sampler}…`;
+  try {
+    const r = await api("sample", { model: card.info.id, sampler, seed, n: SAMPLES });
+    card.sampleGrid.replaceChildren(...digitCanvases(r.images));
+    card.sampleNote.textContent = `${r.images.length} samples from ${r.sampler}, seed ${r.seed}`;
+  } catch (e) {
+    card.sampleNote.textContent = "";
+    throw e;
+  } finally {
+    card.sampleButton.disabled = false;
+  }
 }
 
 // --- putting it together ---------------------------------------------------------------------
@@ -450,6 +482,9 @@ async function buildCard(info) {
     recon: $(".recon", el), codeBars: $(".code-bars", el), codeText: $(".code-text", el),
     sliderOut: $(".slider-out", el), mapCanvas: $(".map", el), mapOut: $(".map-out", el),
     interp: $(".interp", el), aFromMap: $(".a-from-map", el), bFromMap: $(".b-from-map", el),
+    samplerChoice: $(".sampler-choice", el), sampleSeed: $(".sample-seed", el),
+    sampleButton: $(".sample-button", el), sampleNote: $(".sample-note", el),
+    sampleGrid: $(".sample-grid", el),
   };
   $(".title", el).textContent = info.id;
   const mse = info.test_mse == null ? "" : ` · test MSE ${info.test_mse.toFixed(4)}`;
@@ -465,6 +500,7 @@ async function buildCard(info) {
     api(`map?model=${encodeURIComponent(info.id)}`)]);
   buildSliders(card);
   setupMap(card);
+  setupSamples(card);
   state.cards.set(info.id, card);
 }
 
