@@ -13,7 +13,8 @@ from aelab.cli import main
 from aelab.errors import AelabError
 from aelab.apps import explore as explore_app
 from aelab.apps.explore import (interpolation_codes, lerp, manifold_axes, manifold_codes,
-                                nearest_codes, principal_directions, sample_codes)
+                                nearest_codes, principal_directions)
+from aelab.data.batches import sample_codes
 
 FIGURES = ("latent_map.png", "interpolation.png", "traversal.png", "samples.png", "neighbours.png")
 TILE = 28  # manifold.png draws each decoded image at one PNG pixel per image pixel

@@ -10,8 +10,9 @@ Writes five PNGs into RUN_DIR/explore/ (or --out), six for a model whose code ha
   circles (slerp) for a VAE, whose codes concentrate on a shell.
 * traversal.png: the mean training code moved from -3 to +3 standard deviations along each
   code dimension (codes of size <= 8) or along the top 8 principal directions of the codes.
-* samples.png: decoded random codes: from the prior N(0, I) for a VAE, from a Gaussian with
-  the mean and full covariance of the training codes for a plain autoencoder.
+* samples.png: decoded random codes from the run's default sampler (as `aelab sample`): the
+  prior where the family has one (a VAE's N(0, I), the VampPrior's mixture, a VQ-VAE's
+  fitted categorical), else a Gaussian mixture fitted to the training codes.
 * neighbours.png: a few test images and their nearest training images by code distance.
 * manifold.png (codes of 2 numbers only): an N x N grid (--manifold-size, default 20) of
   images decoded from a regular 2-D lattice of codes: the standard normal's quantiles at
@@ -31,7 +32,7 @@ from torch.distributions import Normal
 
 from ..data import dataset_info, load_dataset
 # the code statistics are shared with the run handle (aelab.load(run).sample)
-from ..data.batches import encode_all, principal_directions, sample_codes, to_float
+from ..data.batches import encode_all, principal_directions, to_float
 from ..errors import AelabError
 from ..figures import image_rows, new_figure, save
 from ..models import spec
@@ -215,12 +216,17 @@ def traversal_figure(model, train_codes, path: Path, title: str = "") -> Path:
     return image_rows(rows, path, title=f"{title}: {head}" if title else head)
 
 
-def samples_figure(model, train_codes, path: Path, *, variational: bool, seed: int,
-                   title: str = "", rows: int = 6, cols: int = 12) -> Path:
-    z = sample_codes(train_codes, rows * cols, variational=variational, seed=seed)
-    imgs = decode_np(model, z).reshape(rows, cols, 28, 28)
-    src = "prior N(0, I)" if variational else "Gaussian fitted to the training codes"
-    head = f"decoded random codes from the {src}"
+SAMPLER_NAMES = {"prior": "the model's prior", "gmm": "a Gaussian mixture fitted to the "
+                 "training codes", "gaussian": "a Gaussian fitted to the training codes"}
+
+
+def samples_figure(run, path: Path, *, seed: int, title: str = "", rows: int = 6,
+                   cols: int = 12) -> Path:
+    """Decoded random codes from the run's default sampler (LoadedRun.sample: the prior
+    where the model has one, else a Gaussian mixture fitted to its training codes)."""
+    sampler = run.default_sampler
+    imgs = run.sample(rows * cols, sampler=sampler, seed=seed).reshape(rows, cols, 28, 28)
+    head = f"decoded random codes from {SAMPLER_NAMES.get(sampler, sampler)} (sampler {sampler})"
     return image_rows([("", r) for r in imgs], path, title=f"{title}: {head}" if title else head)
 
 
@@ -335,7 +341,7 @@ def explore(run_dir, out: Path | None = None, *, which: str = "best", dataset: s
                          f">= 1 (got {neighbours})")
     if manifold_size is not None and manifold_size < 2:
         raise AelabError(f"--manifold-size must be >= 2 (got {manifold_size})")
-    run = load_run(run_dir, which, device=resolve_device(device))
+    run = load_run(run_dir, which, device=resolve_device(device), data_dir=data_dir)
     grid = _manifold_size(run.model, manifold_size)
     if dataset is None:
         ds, options = run.config.dataset, run.config.dataset_options
@@ -363,8 +369,7 @@ def explore(run_dir, out: Path | None = None, *, which: str = "best", dataset: s
         interpolation_figure(model, test_x, test_y, names, out / "interpolation.png",
                              variational=variational, seed=seed, pair=interpolate, title=title),
         traversal_figure(model, train_codes, out / "traversal.png", title=title),
-        samples_figure(model, train_codes, out / "samples.png", variational=variational,
-                       seed=seed, title=title),
+        samples_figure(run, out / "samples.png", seed=seed, title=title),
         neighbours_figure(test_x, test_y, test_codes, train_x, train_y, train_codes,
                           names, out / "neighbours.png", k=neighbours, seed=seed, title=title),
     ]
