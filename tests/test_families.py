@@ -148,7 +148,7 @@ def _train(mnist_dir, run, family, *extra) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
-def test_train_sample_and_resume_bit_for_bit(family, mnist_dir, tmp_path):
+def test_train_resume_bit_for_bit_sample_explore_and_serve(family, mnist_dir, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert _train(mnist_dir, a, family, "--epochs", "2") == 0
     assert _train(mnist_dir, b, family, "--epochs", "1") == 0
