@@ -40,8 +40,8 @@ REQUIRED = {"name", "model", "latent_dim", "params", "sse_per_image", "sse_per_i
 # --- the groups -----------------------------------------------------------------------
 
 
-def test_the_four_groups_in_the_order_of_results_md():
-    assert list(GROUPS) == ["reconstruction", "vae", "anomaly", "denoise"]
+def test_the_five_groups_in_the_order_of_results_md():
+    assert list(GROUPS) == ["reconstruction", "vae", "anomaly", "denoise", "generation"]
 
 
 @pytest.mark.parametrize("group", sorted(GROUPS))
@@ -318,12 +318,14 @@ def test_results_default_folder_is_docs_only_at_the_root_of_the_checkout(tmp_pat
 def test_unknown_row_is_a_clear_error(capsys):
     assert main(["results", "--only", "best-31"]) == 2
     err = capsys.readouterr().err
-    assert "--only best-31: no such group or row; groups: reconstruction, vae, anomaly, denoise" in err
+    assert ("--only best-31: no such group or row; groups: reconstruction, vae, anomaly, denoise, "
+            "generation") in err
     assert "reconstruction rows: pca5" in err
 
 
 def test_only_takes_groups_and_rows():
-    assert split_only(None) == dict.fromkeys(["reconstruction", "vae", "anomaly", "denoise"])
+    assert split_only(None) == dict.fromkeys(["reconstruction", "vae", "anomaly", "denoise",
+                                              "generation"])
     assert split_only(["vae"]) == {"vae": None}
     # a row runs its group with that row alone trained, in the groups' order
     assert list(split_only(["denoise", "best-5"]).items()) == [("reconstruction", ["best-5"]),
@@ -390,6 +392,9 @@ def test_results_quick_task_groups_write_their_json_and_sections(mnist_dir, tmp_
     assert all(set(r) >= keys for r in vae)
     ours = next(r for r in vae if r["kind"] == "aelab")
     assert ours["binarize"] == "dynamic" and ours["iw_samples"] == 20
+    aelab_rows = {r["name"]: r for r in vae if r["kind"] == "aelab"}
+    assert set(aelab_rows) == {"vae-binarized", "iwae-binarized", "vamp-binarized"}
+    assert all(r["nll_nats"] <= r["neg_elbo_nats"] + 1e-6 for r in aelab_rows.values())
     assert ours["nll_nats"] <= ours["neg_elbo_nats"] + 1e-6  # the IW bound is tighter than the ELBO
     assert any(r["name"] == "independent-pixels" for r in vae)
     assert [r["nll_nats"] for r in vae if r["kind"] == "published"][:1] == [86.76]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,30 @@ def image_rows(rows: list[tuple[str, np.ndarray]], path: Path, title: str = "") 
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.12, right=0.99, bottom=0.02, top=0.85 if title else 0.98,
                         wspace=0.05, hspace=0.08)
+    return save(fig, path)
+
+
+GRID_MAX = 256  # images one grid draws (aelab sample's .npz keeps every one)
+
+
+def draw_grid(images: np.ndarray, path: Path, title: str) -> Path:
+    """The first GRID_MAX images (n, 28, 28) as one tiled picture, rows of at least 8 and
+    about square, 2 screen pixels per image pixel, white lines between the images."""
+    images = images[:GRID_MAX]
+    n, gap = len(images), 2
+    cols = min(n, max(8, math.ceil(math.sqrt(n))))
+    rows = math.ceil(n / cols)
+    tiled = np.ones((rows * (28 + gap) - gap, cols * (28 + gap) - gap), np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        tiled[r * (28 + gap) : r * (28 + gap) + 28, c * (28 + gap) : c * (28 + gap) + 28] = image
+    h, w = 2 * tiled.shape[0] / 100, 2 * tiled.shape[1] / 100  # inches at 100 dpi
+    head = 0.35  # inches of title above
+    fig = new_figure(figsize=(max(w, 4.0), h + head))
+    ax = fig.add_axes((0, 0, 1, h / (h + head)))
+    ax.imshow(np.clip(tiled, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    fig.text(0.5, 1 - 0.5 * head / (h + head), title, ha="center", va="center", fontsize=9)
     return save(fig, path)
 
 

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 
 import numpy as np
 
 from .._io import atomic_write_bytes
 from ..errors import AelabError
-from ..figures import new_figure, save
+from ..figures import GRID_MAX, draw_grid
 from ..models.samplers import SAMPLERS
 from ..runs import load_run
 from .common import add_checkpoint_arg, add_common_args
-
-GRID_MAX = 256  # images drawn in the PNG; the .npz keeps every one
-
 
 def add_commands(sub) -> None:
     p = sub.add_parser(
@@ -61,24 +57,3 @@ def cmd_sample(a) -> int:
     if saved is not None:
         print(f"sampler {sampler}: fitted to the training codes, kept in {saved}")
     return 0
-
-
-def draw_grid(images: np.ndarray, path: Path, title: str) -> Path:
-    """The first GRID_MAX images (n, 28, 28) as one tiled picture, rows of at least 8 and
-    about square, 2 screen pixels per image pixel, white lines between the images."""
-    images = images[:GRID_MAX]
-    n, gap = len(images), 2
-    cols = min(n, max(8, math.ceil(math.sqrt(n))))
-    rows = math.ceil(n / cols)
-    tiled = np.ones((rows * (28 + gap) - gap, cols * (28 + gap) - gap), np.float32)
-    for i, image in enumerate(images):
-        r, c = divmod(i, cols)
-        tiled[r * (28 + gap) : r * (28 + gap) + 28, c * (28 + gap) : c * (28 + gap) + 28] = image
-    h, w = 2 * tiled.shape[0] / 100, 2 * tiled.shape[1] / 100  # inches at 100 dpi
-    head = 0.35  # inches of title above
-    fig = new_figure(figsize=(max(w, 4.0), h + head))
-    ax = fig.add_axes((0, 0, 1, h / (h + head)))
-    ax.imshow(np.clip(tiled, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_axis_off()
-    fig.text(0.5, 1 - 0.5 * head / (h + head), title, ha="center", va="center", fontsize=9)
-    return save(fig, path)

@@ -23,6 +23,8 @@ from ..evaluate import evaluate_run, format_table, run_and_checkpoint
 from ..figures import image_rows, show
 from ..models import MODELS
 from ..presets import PRESETS
+from ..apps import generation
+from ..models.samplers import SAMPLERS
 from ..runs import load_run
 from ..runtime import resolve_device
 from ..train import distributed
@@ -130,6 +132,21 @@ def _add_eval(sub) -> None:
                    help="refine each test image's code by N Adam steps through the frozen "
                    "decoder before scoring (the code keeps its size; 50 is plenty); writes "
                    "eval-refine-N.json (default: 0, the encoder's code)")
+    p.add_argument("--generation", action="store_true",
+                   help="score random samples instead of reconstructions: the Fréchet distance "
+                   "of --n-samples samples per sampler to the 10,000 MNIST test images (Heusel "
+                   "et al. 2017), beside the floor (10,000 training images) and PCA+GMM at the "
+                   "same code size; writes RUN_DIR/eval-generation.json (default: off)")
+    p.add_argument("--networks", nargs="+", default=["classifier"], choices=generation.NETWORKS,
+                   help="--generation: the feature networks: classifier (aelab's MNIST "
+                   "classifier, seconds) and/or inception (Inception-v3 pool3, the papers' FID; "
+                   "pip install 'aelab[fid]'; minutes on a CPU) (default: classifier)")
+    p.add_argument("--samplers", nargs="+", default=None, choices=tuple(SAMPLERS),
+                   help="--generation: the samplers to score (default: prior where the model "
+                   "has one, and gmm)")
+    p.add_argument("--n-samples", type=int, default=generation.N_SAMPLES, metavar="N",
+                   help=f"--generation: samples per sampler (default: {generation.N_SAMPLES:,}, "
+                   "the papers' protocol)")
     add_dataset_args(p, None, "evaluate on other data than the run was trained on",
                      "the run's own dataset")
     add_common_args(p)
@@ -300,6 +317,11 @@ def print_figures(run_dir: Path) -> list[Path]:
 
 def cmd_eval(a) -> int:
     targets = [run_and_checkpoint(d, a.checkpoint) for d in a.run_dirs]  # all checked first
+    if a.generation:
+        return _eval_generation(a, targets)
+    for flag in ("networks", "samplers", "n_samples"):
+        if getattr(a, flag) != _EVAL_DEFAULTS[flag]:
+            raise AelabError(f"--{flag.replace('_', '-')} goes with --generation")
     results = [evaluate_run(d, which, data_dir=a.data_dir, device=a.device or "auto",
                             noise=a.noise, dataset=dataset_arg(a.dataset),
                             dataset_options=a.dataset_options, iw_samples=a.iw_samples,
@@ -314,6 +336,39 @@ def cmd_eval(a) -> int:
     print(format_table(results))
     for r in results:
         print(f"wrote {r['eval_file']}")
+    return 0
+
+
+_EVAL_DEFAULTS = {"networks": ["classifier"], "samplers": None, "n_samples": generation.N_SAMPLES}
+
+
+def _eval_generation(a, targets) -> int:
+    """aelab eval --generation: each run's samples scored, then the anchors at its code size."""
+    if a.noise or a.refine_steps or a.iw_samples is not None or a.dataset is not None:
+        raise AelabError("--generation scores samples against the MNIST test set: it takes no "
+                         "--noise, --refine-steps, --iw-samples or --dataset")
+    networks = generation.check_networks(a.networks)
+    lines, sizes = [], set()
+    for d, which in targets:
+        run = load_run(d, which, device=a.device or "auto", data_dir=a.data_dir)
+        print(f"{d} ({which}): {a.n_samples:,} samples per sampler, features: {', '.join(networks)}")
+        r = generation.score_run(run, samplers_=a.samplers, n=a.n_samples, networks=networks,
+                                 data_dir=a.data_dir)
+        sizes.add(run.latent_dim)
+        for s, ds in r["distances"].items():
+            lines.append((f"{run.config.model} ({Path(d).name}), {s}", ds))
+        print(f"wrote {generation.eval_file(d, which)}")
+    for k in sorted(sizes):
+        for name in ("floor", "pca-gmm"):
+            r = generation.score_anchor(name, networks, n=a.n_samples, k=k, data_dir=a.data_dir)
+            label = r["label"] if name == "floor" else f"PCA-{k} + GMM"
+            lines.append((label, r["distances"]))
+    width = max(len(label) for label, _ in lines)
+    print(f"\nFréchet distance to the 10,000 test images (lower is better; "
+          f"{a.n_samples:,} samples each):")
+    print(f"{'':{width}}  " + "  ".join(f"{n:>10}" for n in networks))
+    for label, ds in lines:
+        print(f"{label:{width}}  " + "  ".join(f"{ds[n]:10.3f}" for n in networks))
     return 0
 
 

@@ -1,5 +1,5 @@
 """`aelab results`: the result groups, each a module that registers itself in GROUPS
-(reconstruction, vae, anomaly, denoise: the order of RESULTS.md), trains what it needs into
+(reconstruction, vae, anomaly, denoise, generation: the order of RESULTS.md), trains what it needs into
 RUNS_ROOT (finished runs reused, interrupted ones resumed), measures its simple baseline in
 the same run on the same protocol, and writes a JSON file of rows and a section of RESULTS.md.
 
@@ -8,13 +8,13 @@ the same run on the same protocol, and writes a JSON file of rows and a section 
 - training.py: presets into run folders; cache.py: measurements kept and reused;
 - render.py: the Markdown table and cells every section shares;
 - baselines.py: exact PCA rows, `aelab baseline`'s lines; learned.py: a preset's seeds as a row;
-- reconstruction.py, vae.py, anomaly.py, denoise.py: the groups.
+- reconstruction.py, vae.py, anomaly.py, denoise.py, generation.py: the groups.
 """
 
 from __future__ import annotations
 
 # Importing a group module registers it: this order is the order of RESULTS.md and --help.
-from . import reconstruction, vae, anomaly, denoise  # noqa: F401
+from . import reconstruction, vae, anomaly, denoise, generation  # noqa: F401
 from .baselines import BASELINES_DESCRIPTION, pca_report, pca_row, wiener_report
 from .document import RESULTS_FOLDER, description, output_folders, read_rows, run, split_only
 from .registry import GROUPS, Group, Plan, register_group

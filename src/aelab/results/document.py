@@ -63,21 +63,24 @@ def run_group(group: Group, plan: Plan, out: Path) -> None:
 
 INTRO = """# Results: MNIST, beside the simple baselines and the published record
 {quick_note}
-Four tasks, each a group that `aelab results --only GROUP` trains and evaluates (`make
-results`, or `aelab results` alone, runs all four): {groups}.
+{count} tasks, each a group that `aelab results --only GROUP` trains and evaluates (`make
+results`, or `aelab results` alone, runs all {count_lower}): {groups}.
 Finished runs in `runs/results/` are reused and interrupted ones resumed (`--force`
 retrains); each group rewrites its JSON file (a list of rows, for machines) and this page
-is rebuilt from all four, so a group run on one day and another on the next stand side by
+is rebuilt from all of them, so a group run on one day and another on the next stand side by
 side. Every table has its simple baseline measured in
 the same run on the same protocol, and the published figures beside it with their protocol.
 """
+_WORDS = {3: "three", 4: "four", 5: "five", 6: "six", 7: "seven"}
 QUICK_NOTE = ("\n> **--quick run**: 1 epoch on 256 images; these numbers only show that the "
               "pipeline works.\n")
 
 
 def results_document(out: Path, quick: bool) -> str:
     """RESULTS.md: one section per group, each rendered from its JSON file in `out`."""
-    parts = [INTRO.format(quick_note=QUICK_NOTE if quick else "", groups=", ".join(GROUPS))]
+    count = _WORDS.get(len(GROUPS), str(len(GROUPS)))
+    parts = [INTRO.format(quick_note=QUICK_NOTE if quick else "", groups=", ".join(GROUPS),
+                          count=count.capitalize(), count_lower=count)]
     for group in GROUPS.values():
         rows = read_rows(out, group.name)
         parts.append(group.section(rows, quick) if rows else
@@ -104,7 +107,8 @@ def description() -> str:
     """`aelab results --help`'s description, from the registry."""
     groups = ", ".join(f"{g.name} ({g.what})" for g in GROUPS.values())
     rows = "".join(f" {g.name.capitalize()} rows: {', '.join(g.parts)}" for g in GROUPS.values() if g.parts)
-    return (f"Four groups, each with its simple baseline measured in the same run and the published "
+    count = _WORDS.get(len(GROUPS), str(len(GROUPS))).capitalize()
+    return (f"{count} groups, each with its simple baseline measured in the same run and the published "
             f"figures beside it: {groups}. Runs go to RUNS_ROOT/<preset>-seed<k>/ (finished runs "
             "reused, interrupted ones resumed); each group writes its JSON file, and RESULTS.md is "
             f"rebuilt from all of them.{rows}")
