@@ -12,6 +12,7 @@ import torch
 from aelab import load
 from aelab.apps import generation as gen
 from aelab.cli import main
+from aelab.errors import AelabError
 from aelab.presets import GENERATION_FAMILIES, PRESETS
 from aelab.models.family import family_names
 from aelab.results import generation as group
@@ -135,3 +136,47 @@ def test_generation_section_states_targets_and_published_protocols():
     assert "Inception FID: not measured" in md
     assert "| AE (Ghosh" in md and "58.73" in md and "10.66" in md and "zero-padded to 32x32" in md
     assert "Training and scoring of the rows above: 3 minutes in all." in md
+
+
+def test_inception_scores_the_families_only_names(tmp_path):
+    from aelab.results import Plan
+
+    def families(only):
+        return group._inception_families(Plan(root=tmp_path, only=only))
+
+    assert families(None) == set() and families(["gen-rae"]) == set()
+    assert families(["inception"]) == set(GENERATION_FAMILIES)
+    assert families(["inception", "gen-rae", "gen-wae"]) == {"rae", "wae"}
+
+
+def test_test_statistics_are_kept_for_the_network_weights(mnist_dir, monkeypatch):
+    gen._TEST_STATS.clear()
+    mu, sigma = gen.test_statistics("classifier", data_dir=mnist_dir)
+    assert mu.shape == (128,) and sigma.shape == (128, 128) and mu.dtype == "float64"
+    gen._TEST_STATS.clear()  # a new process: read from the dataset's folder, not recomputed
+    monkeypatch.setattr(gen, "features", lambda *a: pytest.fail("recomputed"))
+    mu2, sigma2 = gen.test_statistics("classifier", data_dir=mnist_dir)
+    assert (mu2 == mu).all() and (sigma2 == sigma).all()
+    gen._TEST_STATS.clear()
+    monkeypatch.setitem(gen.NETWORK_SHA256, "classifier", "other weights")
+    with pytest.raises(pytest.fail.Exception):  # other weights: not reused
+        gen.test_statistics("classifier", data_dir=mnist_dir)
+    gen._TEST_STATS.clear()
+
+
+def test_samples_are_rounded_to_8_bits_as_png_files_keep_them():
+    x = torch.tensor([0.0, 0.5, 1.0, 1.2]).repeat(196).view(1, 28, 28)
+    u8 = gen.to_uint8(x)
+    assert u8.dtype == torch.uint8 and u8.flatten()[:4].tolist() == [0, 128, 255, 255]
+
+
+def test_inception_input_is_pytorch_fids():
+    from aelab.apps import inception
+
+    x = inception.preprocess(torch.zeros(2, 28, 28, dtype=torch.uint8))
+    assert x.shape == (2, 3, 299, 299) and (x == -1).all()
+    y = inception.preprocess(torch.ones(2, 28, 28))
+    assert (y == 1).all()
+    if not inception.inception_available():
+        with pytest.raises(AelabError, match=r"pip install 'aelab\[fid\]'"):
+            inception.load_inception()

@@ -34,17 +34,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
 
 from .. import data as data_mod
 from .. import pca
-from .._io import atomic_write_json
+from .._io import atomic_write_bytes, atomic_write_json
 from ..data.batches import to_float
 from ..errors import AelabError
 from ..models import samplers
 from ..runtime import hardware
-from .classifier import classifier_features
+from .classifier import CLASSIFIER_SHA256, classifier_features
 from .frechet import frechet_distance, gaussian_stats
-from .inception import inception_available, inception_features
+from .inception import INCEPTION_SHA256, inception_available, inception_features
 
 N_SAMPLES = 10_000  # samples scored against the 10,000 test images
 SAMPLE_SEED = 0  # the seed of the samples' codes
@@ -79,15 +81,41 @@ def features(images: torch.Tensor, network: str) -> np.ndarray:
 
 
 _TEST_STATS: dict = {}  # (network, data folder) -> (mu, sigma) of the test images, per process
+NETWORK_SHA256 = {"classifier": CLASSIFIER_SHA256, "inception": INCEPTION_SHA256}
 
 
 def test_statistics(network: str, *, data_dir=None, log=print) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of the features of the 10,000 MNIST test images (once per process)."""
+    """Mean and covariance of the features of the 10,000 MNIST test images: once per
+    process, and kept in the dataset's folder for the network's weights (Inception's take
+    about 20 CPU minutes)."""
     key = (network, str(data_dir))
     if key not in _TEST_STATS:
-        test_x, _ = data_mod.load_dataset(DATASET, "test", data_dir=data_dir, log=log)
-        _TEST_STATS[key] = gaussian_stats(features(test_x, network))
+        folder = Path(data_mod.ensure_dataset(DATASET, data_dir, log=log))
+        checksum = data_mod.dataset_info(DATASET, data_dir=data_dir, log=log)["checksum"]
+        path = folder / f"fid-test-{network}.safetensors"
+        meta = {"network": network, "weights_sha256": NETWORK_SHA256[network],
+                "dataset_checksum": str(checksum)}
+        _TEST_STATS[key] = _read_stats(path, meta)
+        if _TEST_STATS[key] is None:
+            test_x, _ = data_mod.load_dataset(DATASET, "test", data_dir=data_dir, log=log)
+            mu, sigma = gaussian_stats(features(test_x, network))
+            atomic_write_bytes(path, st_save({"mu": torch.from_numpy(mu),
+                                              "sigma": torch.from_numpy(sigma)}, metadata=meta))
+            _TEST_STATS[key] = (mu, sigma)
     return _TEST_STATS[key]
+
+
+def _read_stats(path: Path, meta: dict):
+    """(mu, sigma) kept in `path` for these weights and data, else None."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}) != meta:
+                return None
+            return f.get_tensor("mu").numpy(), f.get_tensor("sigma").numpy()
+    except Exception:  # a damaged file is computed again
+        return None
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,10 @@ family (img/generation/<family>.png).
 
 Each family is a part (`--only gen-vae`); `--only inception` adds Inception-v3 FIDs (the
 optional extra aelab[fid]) of the GMM samples, the floor and PCA+GMM to the finished rows
-without training: about 20 minutes per 10,000 images on one CPU core, so a whole-group run
-scores with aelab's classifier only. Scores are kept
-in each run's eval-generation.json (and RUNS_ROOT/generation-anchors.json) per network, so
-a later run only computes what is missing.
+without training (`--only inception gen-rae`: that family's alone): about 20 minutes per
+10,000 images on one CPU core, so a whole-group run scores with aelab's classifier only.
+Scores are kept in each run's eval-generation.json (and RUNS_ROOT/generation-anchors.json)
+per network, so a later run only computes what is missing.
 """
 
 from __future__ import annotations
@@ -92,6 +92,16 @@ def _scores(path: Path, key: dict, wanted: dict[str, tuple[str, ...]], compute) 
     return have
 
 
+def _inception_families(plan: Plan) -> set[str]:
+    """The families whose GMM samples get Inception FIDs in this run: `--only inception`
+    alone means every family; with family parts beside it (`--only inception gen-rae`),
+    those."""
+    if not plan.only or INCEPTION_PART not in plan.only:
+        return set()
+    named = {f for f in GENERATION_FAMILIES if preset_name(f) in plan.only}
+    return named or set(GENERATION_FAMILIES)
+
+
 def _family_row(family: str, plan: Plan, networks, n: int) -> dict | None:
     """Train (when asked) and score one family's preset run; None when not trained and
     not asked to train."""
@@ -115,7 +125,7 @@ def _family_row(family: str, plan: Plan, networks, n: int) -> dict | None:
              f"{', '.join(networks)}")
     scores = gen.score_run(run, samplers_=names, n=n, networks=("classifier",),
                            data_dir=plan.data_dir, log=plan.log)["distances"]
-    if "inception" in networks:  # the GMM samples only: 20 CPU minutes per 10,000 images
+    if family in _inception_families(plan):  # GMM samples only: 20 CPU minutes per 10,000 images
         scores["gmm"] = gen.score_run(run, samplers_=["gmm"], n=n, networks=networks,
                                       data_dir=plan.data_dir, log=plan.log)["distances"]["gmm"]
     metrics = read_metrics(run_dir)
