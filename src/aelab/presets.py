@@ -2,8 +2,9 @@
 with its exact settings. Each is a partial TrainConfig (as a dict); flags override it.
 
 `aelab results` trains them: the reconstruction group every preset named in
-aelab.results.reconstruction.ROWS, the vae group `vae-binarized`, the denoise group each
-`denoise-<noise>`. Each learned preset holds out the last 10,000 training images (val_split)
+aelab.results.reconstruction.ROWS, the vae group `vae-binarized`, `iwae-binarized` and
+`vamp-binarized`, the denoise group each `denoise-<noise>`, the generation group each
+`gen-<family>`. Each learned preset holds out the last 10,000 training images (val_split)
 and keeps the checkpoint with the lowest validation MSE, so the test set is never used to
 choose anything. Epoch counts are sized so that each run trains in at most about 20 minutes
 on a 2-core laptop CPU.

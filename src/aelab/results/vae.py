@@ -132,7 +132,7 @@ def _more_target(rows: list[dict]) -> str:
     slow = [r["name"] for r in rows if r["train_seconds"] / 60 > mins]
     met = best["nll_nats"] <= nats and best["name"] not in slow
     each = "; ".join(f"`{r['name']}` {r['nll_nats']:.2f} nats in {r['train_seconds'] / 60:.1f} "
-                     f"minutes ({r['epochs']} epochs)" for r in rows)
+                     f"minutes ({r['epochs']} epochs, trained on: {r['hardware']})" for r in rows)
     text = (f"\nTarget for `iwae` / `vamp`: the best at most {nats} nats with K=5000, each trained "
             f"in at most {mins:.0f} minutes (stretch: {stretch}, Burda et al.'s two-layer IWAE): "
             f"{each}; **{'met' if met else 'missed'}**"
