@@ -180,3 +180,30 @@ def test_inception_input_is_pytorch_fids():
     if not inception.inception_available():
         with pytest.raises(AelabError, match=r"pip install 'aelab\[fid\]'"):
             inception.load_inception()
+
+
+def test_results_quick_generation_rows_anchors_and_grids(mnist_dir, tmp_path):
+    """--quick of two families: their rows, the three anchors and the published rows with
+    their protocol, the section, and a sample grid per family; a second run reuses it all."""
+    out = tmp_path / "docs"
+    argv = ["results", "--quick", "--only", "gen-rae", "gen-vae", "--runs-root", str(tmp_path / "runs"),
+            "--out", str(out), "--data-dir", str(mnist_dir), "--device", "cpu"]
+    with quick_fits():
+        assert main(argv) == 0
+    rows = json.loads((out / "results-generation.json").read_text())
+    ours = {r["family"]: r for r in rows if r["kind"] == "aelab"}
+    assert set(ours) == {"rae", "vae"}
+    assert set(ours["vae"]["distances"]) == {"prior", "gmm"} and set(ours["rae"]["distances"]) == {"gmm"}
+    assert all(r["n_samples"] == group.QUICK_SAMPLES and r["epochs"] == 1 for r in ours.values())
+    anchors = {r["name"]: r for r in rows if r["kind"] == "anchor"}
+    assert set(anchors) == {"floor", "pca-gmm", "bernoulli"}
+    floor = anchors["floor"]["distances"]["data"]["classifier"]
+    assert floor < anchors["bernoulli"]["distances"]["data"]["classifier"]
+    assert all(r["protocol"] and r["citation"] for r in rows if r["kind"] == "published")
+    md = (out / "RESULTS.md").read_text()
+    assert "## Generation: samples scored beside the floor and PCA+GMM" in md
+    assert all((out / "img" / "generation" / f"{f}.png").is_file() for f in ("vae", "rae"))
+    stamp = (tmp_path / "runs" / "gen-vae-seed0" / "eval-generation.json").stat().st_mtime_ns
+    with quick_fits():
+        assert main(argv) == 0  # finished runs and their scores reused
+    assert (tmp_path / "runs" / "gen-vae-seed0" / "eval-generation.json").stat().st_mtime_ns == stamp
