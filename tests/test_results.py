@@ -31,7 +31,8 @@ from aelab.results.training import ensure_trained, preset_config
 LEARNED = [r for r in ROWS if r.preset is not None]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 JSON_FILES = {"reconstruction": "results.json", "vae": "results-vae.json",
-              "anomaly": "results-anomaly.json", "denoise": "results-denoise.json"}
+              "anomaly": "results-anomaly.json", "denoise": "results-denoise.json",
+              "generation": "results-generation.json"}
 REQUIRED = {"name", "model", "latent_dim", "params", "sse_per_image", "sse_per_image_std",
             "mse_per_pixel", "psnr_db", "knn_accuracy", "probe_accuracy", "epochs",
             "train_seconds", "seeds", "preset", "hardware"}
