@@ -119,7 +119,8 @@ def test_generation_section_states_targets_and_published_protocols():
         {"name": "gen-vae", "family": "vae", "label": "`vae`", "kind": "aelab", "samplers": ["prior", "gmm"],
          "default_sampler": "prior", "distances": {"prior": {"classifier": 9.0}, "gmm": {"classifier": 3.0}},
          "sse_per_image": 20.0, "knn_accuracy": 0.95, "epochs": 20, "train_seconds": 120.0,
-         "eval_seconds": 10.0, "n_samples": 10000, "hardware": "cpu x"},
+         "eval_seconds": 10.0, "n_samples": 10000, "hardware": "cpu x",
+         "score_seconds": {"prior": {"classifier": 30.0}, "gmm": {"classifier": 30.0}}},
         {"name": "gen-rae", "family": "rae", "label": "`rae`", "kind": "aelab", "samplers": ["gmm"],
          "default_sampler": "gmm", "distances": {"gmm": {"classifier": 6.0}}, "sse_per_image": 10.0,
          "knn_accuracy": 0.96, "epochs": 20, "train_seconds": 60.0, "eval_seconds": 5.0,
@@ -135,7 +136,8 @@ def test_generation_section_states_targets_and_published_protocols():
     assert "`vae` at 3.00, 3.0x, **missed**" in md  # 3.0 / 1.0 > 2
     assert "Inception FID: not measured" in md
     assert "| AE (Ghosh" in md and "58.73" in md and "10.66" in md and "zero-padded to 32x32" in md
-    assert "Training and scoring of the rows above: 3 minutes in all." in md
+    assert ("Training the families: 3 minutes in all; scoring their samples with the classifier: "
+            "1.0 minutes") in md
 
 
 def test_inception_scores_the_families_only_names(tmp_path):
