@@ -209,3 +209,21 @@ def test_results_quick_generation_rows_anchors_and_grids(mnist_dir, tmp_path):
     with quick_fits():
         assert main(argv) == 0  # finished runs and their scores reused
     assert (tmp_path / "runs" / "gen-vae-seed0" / "eval-generation.json").stat().st_mtime_ns == stamp
+
+
+def test_generation_section_compares_inception_fid_where_measured():
+    rows = [
+        {"name": "gen-rae", "family": "rae", "label": "`rae`", "kind": "aelab", "samplers": ["gmm"],
+         "default_sampler": "gmm", "distances": {"gmm": {"classifier": 6.0, "inception": 8.0}},
+         "sse_per_image": 10.0, "knn_accuracy": 0.96, "epochs": 20, "train_seconds": 60.0,
+         "n_samples": 10000, "hardware": "cpu x"},
+        {"name": "floor", "label": "training images (floor)", "kind": "anchor", "what": "w",
+         "samplers": ["data"], "distances": {"data": {"classifier": 1.0, "inception": 0.5}}},
+        {"name": "pca-gmm", "label": "PCA-16 + GMM", "kind": "anchor", "what": "w",
+         "samplers": ["gmm"], "distances": {"gmm": {"classifier": 9.0}}},
+        *group._published_rows(),
+    ]
+    md = group.section(rows)
+    assert ("measured for `rae`): the best (`rae`) 8.00 against Ghosh et al.'s best MNIST figure "
+            "8.69: **met**; the floor 0.50.") in md
+    assert "| `rae` | - | 6.00 | - | 8.00 |" in md
