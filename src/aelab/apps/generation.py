@@ -53,8 +53,6 @@ SAMPLE_SEED = 0  # the seed of the samples' codes
 FLOOR_SEED = 0  # the seed of the 10,000 training images of the floor
 BASELINE_SEED = 0  # the seed of the baselines' random draws
 NETWORKS = ("classifier", "inception")
-FEATURES_OF = {"classifier": "aelab's MNIST classifier, 128 penultimate features",
-               "inception": "Inception-v3 pool3, 2048 features (the papers' FID)"}
 DATASET = "mnist"  # the classifier knows MNIST digits only
 
 
