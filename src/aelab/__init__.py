@@ -36,6 +36,28 @@ _LAZY = {
 _SUBMODULES = ("apps", "cli", "config", "data", "errors", "evaluate", "figures", "models", "pca",
                "presets", "represent", "runs", "runtime", "train")
 
+# For static tools (Jedi's completion and signatures in a notebook or editor, pyright, mypy),
+# which cannot see names made by __getattr__: each name of __all__ imported from its real
+# module, never at run time (tests/test_api_help.py keeps these names equal to _LAZY's keys
+# and train). Statically aelab.train is the function train(), which calling the package runs;
+# at run time it stays the package (so aelab.train.TrainResult still works). TYPE_CHECKING is
+# our own, not typing's, so that `import aelab` imports no more than before (typing brings re, enum,
+# collections): mypy and pyright know the flag by its name, and Jedi, reading `bool`, does not
+# take the block for dead code as it would with a bare `= False`.
+TYPE_CHECKING: bool = False
+if TYPE_CHECKING:  # `x as x`: re-exported, to linters and type checkers
+    from .config import TrainConfig as TrainConfig
+    from .data import DATASETS as DATASETS, ensure_dataset as ensure_dataset, load_dataset as load_dataset
+    from .data.batches import as_images as as_images, images_to_float as images_to_float, to_float as to_float
+    from .errors import AelabError as AelabError
+    from .evaluate import evaluate_run as evaluate_run, reconstruction_sse as reconstruction_sse
+    from .models import MODELS as MODELS, build_model as build_model, count_parameters as count_parameters
+    from .models import register_model as register_model
+    from .runs import LoadedRun as LoadedRun, load_run as load_run
+    from .runs import load_run as load  # noqa: F401 (not `load = load_run`: Jedi would lose its docstring)
+    from .train import Trainer as Trainer, resume as resume, train as train
+del TYPE_CHECKING
+
 __all__ = ["__version__", "train", *sorted(_LAZY)]  # noqa: PLE0604
 
 

@@ -119,6 +119,7 @@ def _check_arguments(name: str, factory, kwargs: dict) -> None:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """The number of parameters of `model` (trainable or not), as the models table counts."""
     return sum(p.numel() for p in model.parameters())
 
 
