@@ -1,8 +1,11 @@
 # Two commands do all set-up on a fresh machine:  make demo  and  make test.
-# TORCH pins the CPU build that this project's machines keep on disk; on a Linux box with an
-# NVIDIA GPU, `make demo TORCH=torch` takes PyPI's default (CUDA) build instead.
+# TORCH is the torch requirement. On Linux, PyPI serves `torch==2.13.0` as the CUDA build
+# (several GB); this project's machines have the CPU wheel configured locally, so the pin
+# takes it. Elsewhere, for the CPU build: `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu`
+# (PyTorch's own index of CPU wheels); `make demo TORCH=torch` takes PyPI's newest default build.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aelab-installed
@@ -16,7 +19,7 @@ export AELAB_DATA_DIR
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 

@@ -272,3 +272,14 @@ def test_models_table_documents_every_registered_model():
         if model_record(name)["source"] != "builtin":  # an installed package's, not aelab's
             continue
         assert f"| `{name}` |" in text, f"{rel(MODELS_PAGE)}'s models table lacks {name}"
+
+
+def test_readme_command_table_lists_every_baseline():
+    from aelab.cli import build_parser
+
+    top = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    method = next(a for a in top.choices["baseline"]._actions if a.dest == "method")
+    rows = set(re.findall(r"^\| `aelab baseline ([a-z-]+)",
+                          README.read_text(encoding="utf-8"), re.M))
+    assert rows == set(method.choices), (
+        f"README.md's command table lists baselines {sorted(rows)}; aelab has {sorted(method.choices)}")

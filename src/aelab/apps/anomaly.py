@@ -74,7 +74,7 @@ from .explore import class_names
 
 EPOCHS = 3
 PROTOCOLS = ("one-class", "leave-one-out")
-PCA_K = {"one-class": 16, "leave-one-out": 8}  # the PCA baselines the figures use
+PCA_K = {"one-class": 16, "leave-one-out": 8}  # the PCA anchors of the results table
 NAP_FIT_IMAGES = 10_000  # at most this many training images fit NAP's mean and SVD
 # NAP's features at most: the thin SVD of 10,000 x 2,560 float32 took 26 s on two busy CPU
 # cores (8,192 would take minutes); 2,600 keeps the Hinton-shaped mlp (784 + 1000 + 500 + 250

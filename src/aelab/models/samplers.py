@@ -17,8 +17,10 @@ JSON API offer, each model the names that make sense for it (`offered`, first th
   codes (scikit-learn's EM), sampled here with torch (`GaussianMixture`). The default of a
   model without a prior.
 - "gaussian": one Gaussian with the training codes' mean and full covariance (`Gaussian`),
-  sampled through its eigen-decomposition, so a singular covariance is fine. The same codes
-  as `aelab explore`'s samples figure for the same seed.
+  sampled through its eigen-decomposition, so a singular covariance is fine.
+
+DEFAULT_RULE says in words which sampler a run uses when none is named (`default_sampler`);
+the pages quote it, and tests/test_docs_truth.py checks both against each other.
 
 A fitted density is a frozen dataclass of float tensors with `sample(n, generator)` -> (n, L),
 `to_tensors()` / `from_tensors()` (for safetensors: no pickle) and `info()` (JSON numbers);
@@ -46,6 +48,8 @@ SAMPLERS = {
            "(Ghosh et al., ICLR 2020)",
     "gaussian": "one Gaussian with the training codes' mean and full covariance",
 }
+# What `aelab sample`, `aelab explore`, run.sample() and the explorer draw from by default.
+DEFAULT_RULE = "the model's prior where it has one, else `gmm`"
 FIT_SEED = 0  # the seed of every fit (k-means initialisation, the subset of codes)
 GMM_COMPONENTS = 10  # as Ghosh et al.
 # EM's cost grows with N * K * L^2 per step: for codes of 64 numbers a step over 10,000 of

@@ -62,6 +62,9 @@ def run_group(group: Group, plan: Plan, out: Path) -> None:
 
 
 INTRO = """# Results: MNIST, beside the simple baselines and the published record
+
+[Back to the README](../README.md) · [Choosing a family](families.md#choosing-a-family) ·
+[Training and presets](training.md#presets-and-the-results-table)
 {quick_note}
 {count} tasks, each a group that `aelab results --only GROUP` trains and evaluates (`make
 results`, or `aelab results` alone, runs all {count_lower}): {groups}.

@@ -303,7 +303,7 @@ Targets:
 
 Published rows used TensorFlow's Inception-v3 and their own training (100 epochs and more);
 they stand beside the FID columns only, and only where both were measured the same way.
-A sample grid of each family (its default sampler, seed 0) is in `img/generation/`.
+Sample grids of each family (its default sampler, seed 0): {grids}.
 Machines:
 {machines}
 """
@@ -326,8 +326,9 @@ def section(rows: list[dict], quick: bool = False) -> str:
     scoring = sum(t.get("classifier", 0) for r in ours for t in r.get("score_seconds", {}).values())
     machines = machines_lines([r for r in rows if r["kind"] == "aelab"],
                               name=lambda r: r["label"])
+    grids = " · ".join(f"[{r['family']}](img/generation/{r['family']}.png)" for r in ours)
     text = SECTION.format(budget=budget, n=n, table=table, targets=_targets(rows) or "- not run",
-                          machines=machines or "  - not run")
+                          machines=machines or "  - not run", grids=grids or "none yet")
     return text + (f"\nTraining the families: {train / 60:.0f} minutes in all; scoring their "
                    f"samples with the classifier: {scoring / 60:.1f} minutes (sampling and GMM fits "
                    "included).\n")

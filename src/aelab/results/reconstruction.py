@@ -81,7 +81,7 @@ TARGETS = {"best-5": (13.0, 20), "best-30": (2.0, 20), "best-64": (1.0, None)}
 # A measured anchor for the 16-number row (not a paper's figure): pythae's (Chadebec et al.,
 # NeurIPS 2022 Datasets & Benchmarks) default AE, 16 numbers, trained 10 epochs with its own
 # pipeline on this project's 2-core CPU.
-PYTHAE_16 = ("pythae default AE, 16 numbers, 10 epochs, its own pipeline (measured here)", 7.28)
+PYTHAE_16 = ("pythae default AE, 16 numbers, 10 epochs, its own pipeline (run on the 2-core AMD EPYC)", 7.28)
 ROW_KEYS = ("model", "latent_dim", "params", "sse_per_image", "sse_per_image_std", "mse_per_pixel",
             "psnr_db", "knn_accuracy", "probe_accuracy", "epochs", "train_seconds",
             "hardware")  # None if not run

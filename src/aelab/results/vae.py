@@ -17,7 +17,7 @@ from .training import QUICK, ensure_trained, preset_config, same_config
 
 VAE_PRESET = "vae-binarized"
 VAE_TARGET = (86.0, 30.0)  # nats, training minutes
-# The importance-weighted and VampPrior rows (issue 21): the best of them at most 84.0 nats
+# The importance-weighted and VampPrior rows: the best of them at most 84.0 nats
 # (below Burda et al.'s IWAE-1L 84.78 and pythae's PIWAE 84.58), each trained in at most 30
 # minutes; 82.90 (Burda et al.'s two-layer IWAE) the stretch.
 MORE_PRESETS = {"iwae-binarized": "aelab `iwae`, k=50 (preset `iwae-binarized`)",
