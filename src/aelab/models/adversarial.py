@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import AelabError
 from .backbones import DEFAULT_HIDDEN
-from .contract import ModelSpec
+from .contract import DEFAULT_IMAGE_SHAPE, ModelSpec
 from .family import FamilyAE, reconstruction, weighted_mean
 from .registry import register_model
 
@@ -37,7 +37,8 @@ def discriminator(latent_dim: int, hidden: int) -> nn.Sequential:
 class AAE(FamilyAE):
     """The adversarial autoencoder on a backbone (`backbone="conv"` or `"mlp"`), a
     deterministic code of `latent_dim` numbers pushed towards N(0, I) by a discriminator
-    (`disc_hidden` units per hidden layer, the submodule `discriminator`).
+    (`disc_hidden` units per hidden layer, the submodule `discriminator`), for images of
+    `image_shape` (C, H, W) (default (1, 28, 28)).
 
     Loss per image, in the unit of the reconstruction (nats for recon="bce"): recon +
     lam * adversarial, adversarial = -log D(z) = softplus(-logit D(z)), the non-saturating
@@ -52,13 +53,13 @@ class AAE(FamilyAE):
 
     model_spec = ModelSpec(kind="deterministic", sampler="prior",
                            loss_terms={"recon": 1.0, "adversarial": "lam"}, custom_step=True,
-                           monitors=("disc_loss",))
+                           monitors=("disc_loss",), any_shape=True)
 
     def __init__(self, latent_dim: int = 16, backbone: str = "conv", width: int = 1,
                  hidden=DEFAULT_HIDDEN, act: str = "relu", recon: str = "bce",
-                 lam: float = 1.0, disc_hidden: int = 512):
+                 lam: float = 1.0, disc_hidden: int = 512, image_shape=DEFAULT_IMAGE_SHAPE):
         _check_args(lam, disc_hidden)
-        super().__init__(latent_dim, backbone, width, hidden, act, recon)
+        super().__init__(latent_dim, backbone, width, hidden, act, recon, image_shape=image_shape)
         self.lam = float(lam)
         self.discriminator = discriminator(latent_dim, disc_hidden)
 

@@ -35,9 +35,14 @@ at a model's attributes. What a declaration promises:
   hand-written steps may compute instead. It is never trusted: make_step checks the layers
   and compares the hand-written forward with model(x) before using one, and a subclass that
   replaces forward, encode or decode does not inherit it.
+- `any_shape`: the model is built for the dataset's image shape: it takes an argument
+  `image_shape` [C, H, W] (`check_image_shape` says which are allowed) and keeps it as its
+  attribute `image_shape`, a tuple. A model that does not declare it takes 28x28 grey
+  images, DEFAULT_IMAGE_SHAPE, only. `image_shape(model)` reads either.
 
 `check_contract(model, name)` checks what every model must do (latent_dim, encode, decode,
-forward) and what its spec declares, on two images, with an error naming what broke.
+forward) and what its spec declares, on two images of its shape, with an error naming what
+broke.
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ FAST_PATHS = ("dense", "conv")
 SPEC_ATTR = "model_spec"
 _TERM_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _FORWARD_PARTS = ("forward", "encode", "decode", "__call__")
+DEFAULT_IMAGE_SHAPE = (1, 28, 28)  # (C, H, W): the only shape a model that declares none takes
+IMAGE_CHANNELS = (1, 3)  # grey, colour
+IMAGE_SIDES = (8, 128)  # the smallest and largest height or width, in pixels
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,8 @@ class ModelSpec:
     likelihood: the model has `extra_metrics` (likelihood bounds for `aelab eval`).
     custom_step: the model has `make_step(optimizer, config)`: it trains itself.
     fast_path: "dense" / "conv" / None, a hint for the hand-written steps (never trusted).
+    any_shape: the model takes an `image_shape` argument and keeps it as its attribute;
+        else it takes (1, 28, 28) images only.
     """
 
     kind: str = "deterministic"
@@ -83,12 +93,15 @@ class ModelSpec:
     custom_step: bool = False
     fast_path: str | None = None
     monitors: tuple[str, ...] = ()
+    any_shape: bool = False
 
     def __post_init__(self) -> None:
         _one_of("kind", self.kind, KINDS)
         _one_of("sampler", self.sampler, SAMPLERS)
         if self.fast_path is not None:
             _one_of("fast_path", self.fast_path, FAST_PATHS)
+        if not isinstance(self.any_shape, bool):
+            raise AelabError(f"ModelSpec any_shape={self.any_shape!r}: give True or False")
         if self.loss_terms is not None:
             if not isinstance(self.loss_terms, Mapping) or not self.loss_terms:
                 raise AelabError(f"ModelSpec loss_terms={self.loss_terms!r}: give a dict "
@@ -160,6 +173,33 @@ def prior_codes(model: nn.Module, n: int, generator: torch.Generator) -> torch.T
     return torch.randn(n, model.latent_dim, generator=generator)
 
 
+def check_image_shape(value) -> tuple[int, int, int]:
+    """The image shape (C, H, W) as a tuple of ints, from a list or tuple (a run's JSON gives
+    a list); AelabError unless it has 1 (grey) or 3 (colour) channels and a height and a
+    width of 8 to 128 pixels each."""
+    shown = list(value) if isinstance(value, (list, tuple)) else value
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in value):
+        raise AelabError(f"image_shape={shown!r}: give [channels, height, width], three whole "
+                         "numbers, e.g. [1, 28, 28]")
+    c, h, w = value
+    if c not in IMAGE_CHANNELS:
+        raise AelabError(f"image_shape={shown!r}: channels must be 1 (grey) or 3 (colour)")
+    lo, hi = IMAGE_SIDES
+    if not (lo <= h <= hi and lo <= w <= hi):
+        raise AelabError(f"image_shape={shown!r}: height and width must each be {lo} to {hi} "
+                         "pixels; resize the images")
+    return (c, h, w)
+
+
+def image_shape(model: nn.Module) -> tuple[int, int, int]:
+    """The (C, H, W) of the images a model takes: its attribute `image_shape` where its spec
+    declares any_shape, else DEFAULT_IMAGE_SHAPE (1, 28, 28)."""
+    if not spec(model).any_shape:
+        return DEFAULT_IMAGE_SHAPE
+    return check_image_shape(model.image_shape)
+
+
 def code_groups(model: nn.Module) -> int:
     """How many codebook vectors a "quantised" model's code holds side by side (its
     `code_groups`); 1 for any other model (a code is one vector)."""
@@ -218,10 +258,11 @@ def fast_path(model: nn.Module) -> tuple[str | None, str | None]:
 
 def check_contract(model, name: str) -> None:
     """Raise AelabError naming the part of the model contract that `model` breaks: an int
-    `latent_dim`, encode (2, 1, 28, 28) -> (2, latent_dim), decode -> (2, 1, 28, 28),
-    forward -> (2, 1, 28, 28), and what its ModelSpec declares (the loss terms it names,
-    returned per image; the methods it promises). Runs on two images in eval mode, leaving
-    the RNG, the training mode and (no gradients) the weights as they were."""
+    `latent_dim`, encode (2, C, H, W) -> (2, latent_dim), decode -> (2, C, H, W),
+    forward -> (2, C, H, W), (C, H, W) its `image_shape(model)`, and what its ModelSpec
+    declares (the loss terms it names, returned per image; the methods and attributes it
+    promises). Runs on two images in eval mode, leaving the RNG, the training mode and (no
+    gradients) the weights as they were."""
 
     def broken(what: str) -> AelabError:
         return AelabError(f"model {name!r} breaks the aelab model contract: {what}")
@@ -237,14 +278,15 @@ def check_contract(model, name: str) -> None:
         raise broken(f"it needs an int attribute latent_dim >= 1 (the code size), not {k!r}")
     s = spec(model)
     _check_declarations(model, s, broken)
+    shape = (2, *image_shape(model))  # (2, C, H, W)
     was_training = model.training
     model.eval()  # no batch-norm statistics updated by the check
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+            x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
             z = _call_part(model, "encode", x, (2, k), broken)
-            _call_part(model, "decode", z, (2, 1, 28, 28), broken)
-            _call_part(model, "forward", x, (2, 1, 28, 28), broken)
+            _call_part(model, "decode", z, shape, broken)
+            _call_part(model, "forward", x, shape, broken)
             if s.own_loss:
                 _check_loss_terms(model, s, x, broken)
     finally:
@@ -263,6 +305,12 @@ def _check_declarations(model, s: ModelSpec, broken) -> None:
         if isinstance(g, bool) or not isinstance(g, int) or g < 1 or k % g:
             raise broken(f"its model_spec declares kind 'quantised', so it needs an int "
                          f"attribute code_groups >= 1 dividing latent_dim={k}, not {g!r}")
+    if s.any_shape:
+        try:
+            check_image_shape(getattr(model, "image_shape", None))
+        except AelabError as e:
+            raise broken(f"its model_spec declares any_shape, so it needs an attribute "
+                         f"image_shape (C, H, W); {e}") from None
     if s.kind == "variational" and "kl" not in s.terms:
         raise broken("its model_spec declares kind 'variational' but no 'kl' loss term; "
                      "declare loss_terms={'recon': ..., 'kl': ...} and return both from "
@@ -275,7 +323,7 @@ def _check_declarations(model, s: ModelSpec, broken) -> None:
 
 
 def _check_loss_terms(model, s: ModelSpec, x: torch.Tensor, broken) -> None:
-    call = "loss_terms(x_in, x) of x (2, 1, 28, 28)"
+    call = f"loss_terms(x_in, x) of x {tuple(x.shape)}"
     try:
         terms = model.loss_terms(x, x, autocast_bf16=False)
     except Exception as e:  # the model's own code: say where it failed

@@ -7,8 +7,12 @@ unit of the reconstruction term (nats for "bce"): a weight means the same for an
 size and any batch size (the mistake PyTorch-VAE's users report, a KL weight of
 batch/dataset size, cannot be made here: nothing is divided by either).
 
-The reconstruction term per image, summed over the 784 pixels x_i in [0, 1] with decoder
-logits l_i and means m_i = sigmoid(l_i):
+Every family takes the images' shape as its argument `image_shape` [C, H, W] (default
+[1, 28, 28]; its spec declares any_shape) and builds its backbone for it; nothing in a family
+assumes 28x28 grey images.
+
+The reconstruction term per image, summed over the C*H*W numbers x_i in [0, 1] of an image
+(784 for 28x28 grey) with decoder logits l_i and means m_i = sigmoid(l_i):
   * recon="bce" (default): sum_i BCE(m_i, x_i), computed from the logits (exact and stable
     where m_i rounds to 0 or 1); for binary images -log p(x|z) of a Bernoulli decoder, as in
     the VAE family, so the families' numbers and weights compare;
@@ -24,7 +28,7 @@ from torch import nn
 
 from ..errors import AelabError
 from .backbones import DEFAULT_HIDDEN, build_backbone
-from .contract import ModelSpec
+from .contract import DEFAULT_IMAGE_SHAPE, ModelSpec, check_image_shape
 from .registry import MODELS
 
 RECONS = ("bce", "sse")
@@ -55,29 +59,31 @@ def weighted_mean(v: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor
 
 class FamilyAE(nn.Module):
     """A deterministic autoencoder on a backbone: code = head(encoder(x)), images =
-    sigmoid(decoder(code)). Trained on the reconstruction term alone; the families add
-    their terms (`extra_terms`)."""
+    sigmoid(decoder(code)), for images of `image_shape` (C, H, W), its attribute, a tuple.
+    Trained on the reconstruction term alone; the families add their terms (`extra_terms`)."""
 
-    model_spec = ModelSpec(loss_terms={"recon": 1.0})
+    model_spec = ModelSpec(loss_terms={"recon": 1.0}, any_shape=True)
     alias_of: str | None = None  # a second name of a family (`vae-mlp` is `vae` on mlp)
 
     def __init__(self, latent_dim: int = 16, backbone: str = "conv", width: int = 1,
                  hidden=DEFAULT_HIDDEN, act: str = "relu", recon: str = "bce", *,
-                 head_out: int | None = None):
+                 head_out: int | None = None, image_shape=DEFAULT_IMAGE_SHAPE):
         super().__init__()
         if recon not in RECONS:
             raise AelabError(f"recon={recon!r}: choose one of {', '.join(RECONS)}")
+        self.image_shape = check_image_shape(image_shape)  # (C, H, W)
         self.encoder, self.head, self.decoder = build_backbone(
-            backbone, latent_dim, head_out or latent_dim, width=width, hidden=hidden, act=act)
+            backbone, latent_dim, head_out or latent_dim, width=width, hidden=hidden, act=act,
+            image_shape=self.image_shape)
         self.latent_dim, self.backbone, self.recon = latent_dim, backbone, recon
 
     # --- the autoencoder interface ------------------------------------------------------
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))  # (B, 1, 28, 28) -> (B, L)
+        return self.head(self.encoder(x))  # (B, C, H, W) -> (B, L)
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)  # (B, L) -> (B, 1, 28, 28)
+        return self.decoder(z)  # (B, L) -> (B, C, H, W)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(z))

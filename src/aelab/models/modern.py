@@ -7,6 +7,10 @@
 - `convnet`: strided convolutions down to 7x7, a linear code of any size, and transposed
   convolutions back up; batch or group norm and GELU/SiLU throughout.
 
+Both take 28x28 grey images (1, 28, 28) only and no `image_shape` argument:
+`build_model(name, image_shape=...)` refuses any other shape for them in one line that names
+the families, whose backbones (conv, mlp) take any shape.
+
 Pure nn.Modules: no I/O, no device logic, no training code.
 """
 

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import AelabError
 from .family import weighted_mean
 from .backbones import DEFAULT_HIDDEN
-from .contract import ModelSpec
+from .contract import DEFAULT_IMAGE_SHAPE, ModelSpec
 from .family import FamilyAE, reconstruction
 from .registry import register_model
 
@@ -75,7 +75,8 @@ def usage(used: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class VQVAE(FamilyAE):
     """The VQ-VAE on a backbone (`backbone="conv"` or `"mlp"`): the head's code (B,
     latent_dim) is cut into `code_groups = latent_dim // dim` vectors of `dim` numbers,
-    each replaced by its nearest entry of a codebook of `codes` entries.
+    each replaced by its nearest entry of a codebook of `codes` entries; for images of
+    `image_shape` (C, H, W) (default (1, 28, 28)).
 
     Defaults: latent_dim 16, dim 4: 4 positions; codes=512, the paper's K (its ImageNet and
     CIFAR models), which gives a code 4 ln 512 = 25 nats (36 bits), about the KL a
@@ -99,14 +100,14 @@ class VQVAE(FamilyAE):
 
     model_spec = ModelSpec(kind="quantised", sampler="fitted",
                            loss_terms={"recon": 1.0, "commitment": "beta"}, custom_step=True,
-                           monitors=("perplexity", "used_codes"))
+                           monitors=("perplexity", "used_codes"), any_shape=True)
 
     def __init__(self, latent_dim: int = 16, backbone: str = "conv", width: int = 1,
                  hidden=DEFAULT_HIDDEN, act: str = "relu", recon: str = "bce", dim: int = 4,
                  codes: int = 512, beta: float = 0.25, decay: float = 0.99,
-                 epsilon: float = 1e-5):
+                 epsilon: float = 1e-5, image_shape=DEFAULT_IMAGE_SHAPE):
         _check_args(latent_dim, dim, codes, beta, decay, epsilon)
-        super().__init__(latent_dim, backbone, width, hidden, act, recon)
+        super().__init__(latent_dim, backbone, width, hidden, act, recon, image_shape=image_shape)
         self.dim, self.code_groups = dim, latent_dim // dim
         self.beta, self.decay, self.epsilon = float(beta), float(decay), float(epsilon)
         # sonnet's VarianceScaling(distribution="uniform"): U(-sqrt(3 / dim), sqrt(3 / dim))

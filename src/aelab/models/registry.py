@@ -1,8 +1,12 @@
 """The model registry: models are pure nn.Modules, registered by name.
 
-Every model maps images (B, 1, 28, 28) in [0, 1] to reconstructions of the same shape,
-and exposes `encode` -> (B, latent_dim), `decode` (B, latent_dim) -> (B, 1, 28, 28),
-and `latent_dim`. No I/O, no device logic, no training code here.
+Every model maps images (B, C, H, W) in [0, 1] to reconstructions of the same shape,
+and exposes `encode` -> (B, latent_dim), `decode` (B, latent_dim) -> (B, C, H, W),
+and `latent_dim`. (C, H, W) is the shape the model declares (contract.image_shape): the
+`image_shape` argument of a model that takes one (the families, on either backbone), else
+(1, 28, 28). `build_model(name, image_shape=...)` gives the dataset's shape to a model
+that takes it and refuses any other than (1, 28, 28) for one that does not (the seed's
+`linear` and `conv`, `mlp`, `convnet`). No I/O, no device logic, no training code here.
 
 Three kinds of model can be built by name:
 
@@ -32,7 +36,8 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import AelabError
-from .contract import check_contract  # the contract lives in contract.py; build_model applies it
+# the contract lives in contract.py; build_model applies it
+from .contract import DEFAULT_IMAGE_SHAPE, check_contract, check_image_shape
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 ENTRY_POINT_GROUP = "aelab.models"
@@ -57,8 +62,9 @@ def register_model(name: str):
     return add
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a model by registered name ("conv") or reference ("mymodels:TinyAE").
+def build_model(name: str, *, image_shape=None, **kwargs) -> nn.Module:
+    """Build a model by registered name ("conv") or reference ("mymodels:TinyAE"), for
+    images of `image_shape` [C, H, W] where given (else the model's default, (1, 28, 28)).
     Models from outside aelab are checked against the contract before they are returned."""
     if name in MODELS:  # registered names win over references
         factory = MODELS[name]
@@ -67,6 +73,7 @@ def build_model(name: str, **kwargs) -> nn.Module:
     else:
         raise AelabError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}; "
                          f"or {REFERENCE_HINT}")
+    kwargs = _with_image_shape(name, factory, image_shape, kwargs)
     _check_arguments(name, factory, kwargs)
     try:
         model = factory(**kwargs)
@@ -116,6 +123,30 @@ def _check_arguments(name: str, factory, kwargs: dict) -> None:
     what = "argument" if len(unknown) == 1 else "arguments"
     raise AelabError(f"model {name!r} does not accept the {what} {', '.join(named)}; "
                      f"{describe_arguments(factory)}")
+
+
+def any_shape_models() -> list[str]:
+    """The registered models that take an `image_shape` argument (the families, on the
+    conv or mlp backbone), in registration order."""
+    return [n for n, f in MODELS.items() if "image_shape" in (model_arguments(f) or {})]
+
+
+def _with_image_shape(name: str, factory, image_shape, kwargs: dict) -> dict:
+    """kwargs with `image_shape` added where the model takes it; (1, 28, 28) (or None) is
+    dropped for a model that does not, any other shape refused in one line."""
+    if image_shape is None:
+        return kwargs
+    shape = check_image_shape(image_shape)
+    args = model_arguments(factory)
+    if args is not None and "image_shape" in args:
+        return {**kwargs, "image_shape": list(shape)}
+    if shape == DEFAULT_IMAGE_SHAPE:  # what a model that takes no image_shape takes
+        return kwargs
+    if args is None:  # it takes any argument (**kwargs): it may take this one
+        return {**kwargs, "image_shape": list(shape)}
+    raise AelabError(f"model {name!r} takes 28x28 grey images (image_shape [1, 28, 28]) only, "
+                     f"not {list(shape)}; for other images choose a family, whose backbones "
+                     f"conv and mlp take any shape: {', '.join(any_shape_models())}")
 
 
 def count_parameters(model: nn.Module) -> int:

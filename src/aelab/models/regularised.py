@@ -6,11 +6,13 @@ reconstruction term. Four families, registered on import, on either backbone:
 - `rae`: a code penalty plus a decoder regulariser (Ghosh et al. 2020);
 - `wae`: an MMD between the codes and N(0, I) (Tolstikhin et al. 2018).
 
-Every term is per image (B,), in the unit of the reconstruction term (nats for "bce", a
-sum of squares for "sse"; aelab.models.family), so each weight means the same at any batch
-or dataset size. A term that is a statistic of the whole batch (Ng's mean activation, an
-MMD, a norm of the parameters) is given to every image of the batch: its batch mean, which
-the trainer minimises, is that statistic, counted once per step.
+Every family takes `image_shape` [C, H, W] (default [1, 28, 28]) beside the backbone's
+arguments (aelab.models.family). Every term is per image (B,), in the unit of the
+reconstruction term (nats for "bce", a sum of squares for "sse"; aelab.models.family), so
+each weight means the same at any batch or dataset size. A term that is a statistic of the
+whole batch (Ng's mean activation, an MMD, a norm of the parameters) is given to every image
+of the batch: its batch mean, which the trainer minimises, is that statistic, counted once
+per step.
 
 Pure nn.Modules: no I/O, no device logic. Weights come from the papers or their reference
 configurations for MNIST, rescaled to our units; each class says which and how.
@@ -26,11 +28,9 @@ from torch import nn
 
 from ..errors import AelabError
 from .backbones import DEFAULT_HIDDEN
-from .contract import ModelSpec
+from .contract import DEFAULT_IMAGE_SHAPE, ModelSpec, check_image_shape
 from .family import FamilyAE, reconstruction
 from .registry import register_model
-
-PIXELS = 28 * 28
 
 
 def _check_weight(name: str, value) -> float:
@@ -71,8 +71,15 @@ def _per_image(statistic: torch.Tensor, batch: int) -> torch.Tensor:
 # --- sparse ---------------------------------------------------------------------------
 
 SPARSE_PENALTIES = ("l1", "kl")
-# per penalty, in nats per image: Keras's l1(10e-5) x 784 pixels; UFLDL's beta = 3
-SPARSE_WEIGHTS = {"l1": PIXELS * 1e-4, "kl": 3.0}
+L1_PER_PIXEL = 1e-4  # Keras's l1(10e-5), against a mean over the pixels (see SparseAE)
+KL_SPARSITY_WEIGHT = 3.0  # UFLDL's beta
+
+
+def sparse_weight(penalty: str, image_shape) -> float:
+    """The default weight of `penalty`, in nats per image: for "l1" L1_PER_PIXEL times the
+    C*H*W numbers of an image (0.0784 for 28x28 grey), for "kl" 3 at any size."""
+    c, h, w = check_image_shape(image_shape)
+    return c * h * w * L1_PER_PIXEL if penalty == "l1" else KL_SPARSITY_WEIGHT
 RHO_HAT_FLOOR = 1e-6  # keeps log(rho_hat) finite where a whole batch saturates a unit
 
 
@@ -107,14 +114,16 @@ class SparseAE(FamilyAE):
 
     Arguments: the backbone's (latent_dim=16, backbone="conv", width=1, hidden=(512, 256),
     act="relu", recon="bce"), penalty="l1", weight=None (the penalty's default below),
-    rho=0.05 (the target mean activation for "kl", in (0, 1); the notes' example value).
+    rho=0.05 (the target mean activation for "kl", in (0, 1); the notes' example value),
+    image_shape=(1, 28, 28).
 
-    Default weights, in nats per image (recon="bce" summed over the 784 pixels):
-      * "l1": 0.0784 = 784 x 1e-4. The blog's `regularizers.l1(10e-5)` (= 1e-4) was added to
-        Keras's binary cross-entropy, a mean over the 784 pixels; on our sum over the pixels
-        the same balance is 784 times the weight. (tf.keras averages the activity penalty
-        over the batch, which is our per-image reading; multi-backend Keras 2 summed it over
-        the blog's batch of 256.)
+    Default weights, in nats per image (recon="bce" summed over the C*H*W pixels):
+      * "l1": C*H*W x 1e-4, 0.0784 = 784 x 1e-4 for 28x28 grey (`sparse_weight`). The blog's
+        `regularizers.l1(10e-5)` (= 1e-4) was added to Keras's binary cross-entropy, a mean
+        over the 784 pixels; on our sum over the pixels the same balance is the pixel count
+        times the weight, so the default grows with the image (0.3072 for 3x32x32). (tf.keras
+        averages the activity penalty over the batch, which is our per-image reading;
+        multi-backend Keras 2 summed it over the blog's batch of 256.)
       * "kl": 3, the beta of the notes' UFLDL exercise (sparsityParam 0.01, beta 3), there
         against 1/2 the squared error summed over the pixels, per example: a per-image sum,
         as ours, though in other units.
@@ -122,17 +131,19 @@ class SparseAE(FamilyAE):
 
     # the trainer minimises recon + weight * sparsity per image; codes are sampled from a
     # density fitted to the training codes (ModelSpec's default sampler)
-    model_spec = ModelSpec(loss_terms={"recon": 1.0, "sparsity": "weight"})
+    model_spec = ModelSpec(loss_terms={"recon": 1.0, "sparsity": "weight"}, any_shape=True)
 
     def __init__(self, latent_dim: int = 16, backbone: str = "conv", width: int = 1,
                  hidden=DEFAULT_HIDDEN, act: str = "relu", recon: str = "bce",
-                 penalty: str = "l1", weight: float | None = None, rho: float = 0.05):
+                 penalty: str = "l1", weight: float | None = None, rho: float = 0.05,
+                 image_shape=DEFAULT_IMAGE_SHAPE):
         _one_of("penalty", penalty, SPARSE_PENALTIES)
-        weight = _check_weight("weight", SPARSE_WEIGHTS[penalty] if weight is None else weight)
+        weight = _check_weight("weight", sparse_weight(penalty, image_shape) if weight is None
+                               else weight)
         if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho < 1:
             raise AelabError(f"rho={rho!r} must be a number strictly between 0 and 1 "
                              "(the target mean activation of a code unit)")
-        super().__init__(latent_dim, backbone, width, hidden, act, recon)
+        super().__init__(latent_dim, backbone, width, hidden, act, recon, image_shape=image_shape)
         self.penalty, self.weight, self.rho = penalty, weight, float(rho)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +160,7 @@ class SparseAE(FamilyAE):
 
 
 def jacobian_sq_norm(z: torch.Tensor, x: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    """||dz_b/dx_b||_F^2 per image, exactly: z (B, L) computed from x (B, ...) image by
+    """||dz_b/dx_b||_F^2 per image, exactly: z (B, L) computed from x (B, C, H, W) image by
     image (no batch statistics), x requiring grad -> (B,).
 
     Row j of every image's Jacobian is the gradient of sum_b z_bj with respect to x; the L
@@ -160,7 +171,7 @@ def jacobian_sq_norm(z: torch.Tensor, x: torch.Tensor, create_graph: bool) -> to
     one_hot = torch.eye(latent, dtype=z.dtype, device=z.device)[:, None, :]  # (L, 1, L)
     (rows,) = torch.autograd.grad(z, x, one_hot.expand(latent, batch, latent),
                                   create_graph=create_graph, is_grads_batched=True)
-    return rows.float().square().flatten(2).sum((0, 2))  # (L, B, 1, 28, 28) -> (B,)
+    return rows.float().square().flatten(2).sum((0, 2))  # (L, B, C, H, W) -> (B,)
 
 
 @register_model("contractive")
@@ -169,8 +180,8 @@ class ContractiveAE(FamilyAE):
     "Contractive Auto-Encoders: Explicit Invariance During Feature Extraction" (ICML 2011).
 
     Loss per image: recon + weight * ||J_f(x)||_F^2 = recon + weight * sum_{j, i}
-    (dz_j / dx_i)^2, J_f the Jacobian (L x 784) of the code z = head(encoder(x)) with
-    respect to the input image x.
+    (dz_j / dx_i)^2, J_f the Jacobian (L x C*H*W; L x 784 for 28x28 grey) of the code
+    z = head(encoder(x)) with respect to the input image x.
 
     The norm is computed exactly, per image, not estimated: L vector-Jacobian products
     (one per code unit) in one batched autograd call (`jacobian_sq_norm`), with the graph
@@ -181,22 +192,24 @@ class ContractiveAE(FamilyAE):
     0.11x the images per second of `vae`, i.e. a step about 9x as long.
 
     Arguments: the backbone's (latent_dim=16, backbone="conv", width=1, hidden=(512, 256),
-    act="relu", recon="bce"), weight=0.1.
+    act="relu", recon="bce"), weight=0.1, image_shape=(1, 28, 28).
 
     Default weight 0.1: the contraction_level of the deeplearning.net tutorial's
     contractive autoencoder on MNIST (Theano, `cA.py`), whose cost is the cross-entropy
     summed over the 784 pixels plus 0.1 x ||J||_F^2, both averaged over the minibatch:
-    exactly our units. The paper chooses its weight per dataset on validation data.
+    exactly our units. The paper chooses its weight per dataset on validation data. Both
+    terms are sums over the pixels (the Jacobian's columns are the input's C*H*W numbers),
+    so the default stays 0.1 at any image size.
     """
 
     # the trainer minimises recon + weight * contractive per image
-    model_spec = ModelSpec(loss_terms={"recon": 1.0, "contractive": "weight"})
+    model_spec = ModelSpec(loss_terms={"recon": 1.0, "contractive": "weight"}, any_shape=True)
 
     def __init__(self, latent_dim: int = 16, backbone: str = "conv", width: int = 1,
                  hidden=DEFAULT_HIDDEN, act: str = "relu", recon: str = "bce",
-                 weight: float = 0.1):
+                 weight: float = 0.1, image_shape=DEFAULT_IMAGE_SHAPE):
         weight = _check_weight("weight", weight)
-        super().__init__(latent_dim, backbone, width, hidden, act, recon)
+        super().__init__(latent_dim, backbone, width, hidden, act, recon, image_shape=image_shape)
         self.weight = weight
 
     def loss_terms(self, x_in: torch.Tensor, x: torch.Tensor,
@@ -245,9 +258,9 @@ class RAE(FamilyAE):
         mean the trainer minimises contains it once per step, whatever the batch size.
       * "gp" (RAE-GP): ||grad_z sum_i m_i||^2, the squared norm of the gradient, with
         respect to the code z, of the decoded image m = sigmoid(decoder(z)) summed over its
-        784 pixels: J^T 1 for J the decoder's Jacobian (784 x L) at the code. One extra
+        C*H*W pixels: J^T 1 for J the decoder's Jacobian (C*H*W x L) at the code. One extra
         backward pass through the decoder, plus its double backward in training; the full
-        ||J||_F^2 would take L forward-mode passes (784 backward ones), L times the cost.
+        ||J||_F^2 would take L forward-mode passes (C*H*W backward ones), L times the cost.
         Measured as for `contractive`: about 0.8x the images per second of `vae`.
         The authors' code differentiates the summed squared output (2 J^T m, weighting
         pixels by their value); pythae differentiates the summed output with respect to
@@ -255,7 +268,7 @@ class RAE(FamilyAE):
         ||grad D(z)||^2 at its cheapest, and weighs every pixel alike.
 
     Arguments: the backbone's (latent_dim=16, backbone="conv", width=1, hidden=(512, 256),
-    act="relu", recon="bce"), beta=0.01, lam=1e-4, variant="l2".
+    act="relu", recon="bce"), beta=0.01, lam=1e-4, variant="l2", image_shape=(1, 28, 28).
 
     Default weights: pythae's MNIST configs (`rae_l2_config.json`, `rae_gp_config.json`:
     embedding_weight 1e-2, reg_weight 1e-4, on a squared error summed per image), which are
@@ -264,18 +277,22 @@ class RAE(FamilyAE):
     1024 x 2 / 16 = 0.0128, lambda 1e-7 x 1024 = 1e-4. With recon="bce" (nats, a steeper
     cost than the squared error) the same weights regularise somewhat less; recon="sse"
     reproduces the paper's balance. The paper samples from a density fitted to the codes
-    (ex-post density estimation): so does aelab, the spec's default sampler.
+    (ex-post density estimation): so does aelab, the spec's default sampler. The defaults
+    are the same at any image_shape: the reconstruction grows with the C*H*W pixels, the two
+    penalties do not, so for the paper's balance on images much larger or smaller than
+    32 x 32 scale beta and lam by C*H*W / 1024 yourself.
     """
 
     # the trainer minimises recon + beta * code + lam * decoder per image
-    model_spec = ModelSpec(loss_terms={"recon": 1.0, "code": "beta", "decoder": "lam"})
+    model_spec = ModelSpec(loss_terms={"recon": 1.0, "code": "beta", "decoder": "lam"}, any_shape=True)
 
     def __init__(self, latent_dim: int = 16, backbone: str = "conv", width: int = 1,
                  hidden=DEFAULT_HIDDEN, act: str = "relu", recon: str = "bce",
-                 beta: float = 0.01, lam: float = 1e-4, variant: str = "l2"):
+                 beta: float = 0.01, lam: float = 1e-4, variant: str = "l2",
+                 image_shape=DEFAULT_IMAGE_SHAPE):
         beta, lam = _check_weight("beta", beta), _check_weight("lam", lam)
         _one_of("variant", variant, RAE_VARIANTS)
-        super().__init__(latent_dim, backbone, width, hidden, act, recon)
+        super().__init__(latent_dim, backbone, width, hidden, act, recon, image_shape=image_shape)
         self.beta, self.lam, self.variant = beta, lam, variant
 
     def loss_terms(self, x_in: torch.Tensor, x: torch.Tensor,
@@ -358,7 +375,7 @@ class WAE(FamilyAE):
     a prior its codes are matched to: samples are decoded from N(0, I).
 
     Arguments: the backbone's (latent_dim=16, backbone="conv", width=1, hidden=(512, 256),
-    act="relu") with recon="sse", and lam=200.
+    act="relu", image_shape=(1, 28, 28)) with recon="sse", and lam=200.
 
     Defaults: recon="sse", the paper's cost c(x, y) = ||x - y||^2 (the squared error summed
     over the pixels); the paper's lambda = 10 for MNIST is, in the authors' code
@@ -372,13 +389,13 @@ class WAE(FamilyAE):
 
     # codes matched to N(0, I), so samples are decoded from it; the trainer minimises
     # recon + lam * mmd per image
-    model_spec = ModelSpec(sampler="prior", loss_terms={"recon": 1.0, "mmd": "lam"})
+    model_spec = ModelSpec(sampler="prior", loss_terms={"recon": 1.0, "mmd": "lam"}, any_shape=True)
 
     def __init__(self, latent_dim: int = 16, backbone: str = "conv", width: int = 1,
                  hidden=DEFAULT_HIDDEN, act: str = "relu", recon: str = "sse",
-                 lam: float = 200.0):
+                 lam: float = 200.0, image_shape=DEFAULT_IMAGE_SHAPE):
         lam = _check_weight("lam", lam)
-        super().__init__(latent_dim, backbone, width, hidden, act, recon)
+        super().__init__(latent_dim, backbone, width, hidden, act, recon, image_shape=image_shape)
         self.lam = lam
 
     def extra_terms(self, x_in, z, logits) -> dict[str, torch.Tensor]:

@@ -1,5 +1,10 @@
 """The seed tutorial's two autoencoders, exactly: `linear` (784-128-64-12-5 and back) and
-`conv` (Conv2d 1-16-32-64, mirrored by ConvTranspose2d). Pure nn.Modules."""
+`conv` (Conv2d 1-16-32-64, mirrored by ConvTranspose2d). Pure nn.Modules.
+
+Both take 28x28 grey images (1, 28, 28) only, and take no `image_shape` argument (so that
+their arguments, and the run folders that recorded them, stay the seed's):
+`build_model(name, image_shape=...)` refuses any other shape for them in one line that names
+the families, whose backbones (conv, mlp) take any shape."""
 
 from __future__ import annotations
 

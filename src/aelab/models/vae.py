@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import AelabError
 from .backbones import DEFAULT_HIDDEN
-from .contract import ModelSpec
+from .contract import DEFAULT_IMAGE_SHAPE, ModelSpec
 from .family import FamilyAE
 from .registry import register_model
 
@@ -64,7 +64,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 class VAE(FamilyAE):
     """The variational autoencoder family on a backbone (`backbone="conv"`, the `conv`
-    model's shape, or `"mlp"`), code of `latent_dim` numbers (default 20).
+    model's shape at 28x28, or `"mlp"`) for images of `image_shape` (C, H, W) (default
+    (1, 28, 28)), code of `latent_dim` numbers (default 20).
 
     The backbone's head gives the mean and log-variance of q(z|x) (log-variance clamped to
     [logvar_min, logvar_max]); the decoder gives logits and `decode` their sigmoid.
@@ -74,29 +75,32 @@ class VAE(FamilyAE):
     KL(q(z|x) || N(0, I)) in closed form (Kingma & Welling, ICLR 2014). beta=1 is the true
     ELBO; beta > 1 is the beta-VAE of Higgins et al. (ICLR 2017), which trades
     reconstruction for a code closer to the prior (preset `beta-vae`: beta=4).
-    Reconstruction, summed over the 784 pixels x_i in [0, 1] (not binarised) with decoder
-    output m_i:
+    Reconstruction, summed over the C*H*W numbers x_i in [0, 1] of an image of `image_shape`
+    (784 for the default 28x28 grey; not binarised) with decoder output m_i:
       * likelihood="bernoulli" (default): sum_i BCE(m_i, x_i)
           = -sum_i [x_i log m_i + (1 - x_i) log(1 - m_i)];
       * likelihood="gaussian": sum_i [(x_i - m_i)^2 / (2 sigma^2) + log sigma + log(2 pi)/2],
         the negative log density of N(m_i, sigma^2); sigma is fixed (default 0.1) or, with
         sigma="learned", one scalar learned with the network (initialised to 0.1). With a
         fixed sigma this is squared error weighted by 1/(2 sigma^2) plus a constant
-        784 * (log sigma + log(2 pi)/2) (= -1084.8 nats for sigma=0.1): densities, not
-        probabilities, so the numbers are not comparable with the Bernoulli ones.
+        C*H*W * (log sigma + log(2 pi)/2) (= -1084.8 nats for sigma=0.1 at 28x28 grey):
+        densities, not probabilities, so the numbers are not comparable with the Bernoulli
+        ones.
     """
 
     # explore samples from the prior and interpolates on the sphere; the trainer minimises
     # recon + beta * kl per image and logs both; aelab eval adds the likelihood bounds
     model_spec = ModelSpec(kind="variational", sampler="prior",
-                           loss_terms={"recon": 1.0, "kl": "beta"}, likelihood=True)
+                           loss_terms={"recon": 1.0, "kl": "beta"}, likelihood=True, any_shape=True)
 
     def __init__(self, latent_dim: int = 20, backbone: str = "conv", width: int = 1,
                  hidden=DEFAULT_HIDDEN, act: str = "relu", beta: float = 1.0,
                  likelihood: str = "bernoulli", sigma: float | str = 0.1,
-                 logvar_min: float = -10.0, logvar_max: float = 10.0):
+                 logvar_min: float = -10.0, logvar_max: float = 10.0,
+                 image_shape=DEFAULT_IMAGE_SHAPE):
         _check_args(beta, likelihood, sigma, logvar_min, logvar_max)
-        super().__init__(latent_dim, backbone, width, hidden, act, head_out=2 * latent_dim)
+        super().__init__(latent_dim, backbone, width, hidden, act, head_out=2 * latent_dim,
+                         image_shape=image_shape)
         self.beta, self.likelihood = float(beta), likelihood
         self.logvar_range = (float(logvar_min), float(logvar_max))
         self.fixed_sigma = None if sigma == "learned" else float(sigma)
@@ -106,7 +110,7 @@ class VAE(FamilyAE):
     # --- the autoencoder interface ------------------------------------------------------
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z|x): mean and clamped log-variance, (B, 1, 28, 28) -> 2 x (B, L)."""
+        """q(z|x): mean and clamped log-variance, (B, C, H, W) -> 2 x (B, L)."""
         mu, logvar = self.head(self.encoder(x)).chunk(2, dim=1)
         return mu, logvar.clamp(*self.logvar_range)
 
@@ -116,7 +120,7 @@ class VAE(FamilyAE):
     # --- likelihood ---------------------------------------------------------------------
 
     def recon_nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """-log p(x|z) per image in nats, summed over pixels: (..., 1, 28, 28) -> (...)."""
+        """-log p(x|z) per image in nats, summed over pixels: (..., C, H, W) -> (...)."""
         logits, x = logits.float(), x.float()
         if self.likelihood == "bernoulli":
             # from logits: exact and stable where sigmoid would round to 0 or 1
@@ -135,7 +139,7 @@ class VAE(FamilyAE):
         one reparameterised sample z ~ q(z|x_in), "kl" = KL(q(z|x_in) || N(0, I)). The
         trainer minimises recon + beta * kl (the model_spec's weights).
 
-        x_in: the (possibly corrupted) input, x: the clean target, both (B, 1, 28, 28).
+        x_in: the (possibly corrupted) input, x: the clean target, both (B, C, H, W).
         With autocast_bf16 the networks run in bfloat16; sampling, KL and likelihood in float32.
         """
         dev = x.device.type
@@ -160,8 +164,8 @@ class VAE(FamilyAE):
     def _log_weights(self, x, mu, logvar, k, gen) -> torch.Tensor:
         eps = torch.randn((k, *mu.shape), generator=gen, device=mu.device)  # (k, B, L)
         z = mu + torch.exp(0.5 * logvar) * eps
-        logits = self.logits(z.flatten(0, 1)).view(k, len(x), 1, 28, 28)
-        log_px_z = -self.recon_nll(logits, x)  # (k, B); x (B,1,28,28) broadcasts over k
+        logits = self.logits(z.flatten(0, 1)).view(k, *x.shape)  # (k, B, C, H, W)
+        log_px_z = -self.recon_nll(logits, x)  # (k, B); x (B, C, H, W) broadcasts over k
         zero = torch.zeros((), device=z.device)
         log_pz = log_normal(z, zero, zero)
         log_qz = log_normal(z, mu, logvar)
@@ -176,7 +180,8 @@ class VAE(FamilyAE):
     def extra_metrics(self, images_u8: torch.Tensor, iw_samples: int = 100, seed: int = 0,
                       images_per_chunk: int | None = None, progress=None) -> dict:
         """Test-set likelihood figures in nats per image, for `aelab eval` (call under
-        inference mode). Fixed seed, so repeated evaluations agree. Chunks of
+        inference mode), from uint8 images (N, H, W) (grey) or (N, C, H, W) of the model's
+        image_shape. Fixed seed, so repeated evaluations agree. Chunks of
         images_per_chunk x iw_samples decodes (default: about 10,000 decodes a chunk) keep
         memory small; `progress(done, total)` is called after each chunk."""
         if images_per_chunk is None:
@@ -190,7 +195,7 @@ class VAE(FamilyAE):
         gen = torch.Generator(device=images_u8.device).manual_seed(seed)
         sums = torch.zeros(4, dtype=torch.float64)
         for i in range(0, len(images_u8), images_per_chunk):
-            x = images_u8[i : i + images_per_chunk].unsqueeze(1).float().div(255)  # (b, 1, 28, 28)
+            x = self._as_images(images_u8[i : i + images_per_chunk])  # (b, C, H, W)
             sums += self._chunk_metrics(x, iw_samples, gen)
             if progress is not None:
                 progress(min(i + images_per_chunk, len(images_u8)), len(images_u8))
@@ -200,6 +205,15 @@ class VAE(FamilyAE):
         return {"neg_elbo_nats": neg_elbo, "kl_nats": kl, "recon_nats": rec,
                 "iwae_nll_nats": iwae, "iw_samples": iw_samples, "likelihood": self.likelihood,
                 "beta": self.beta}
+
+    def _as_images(self, chunk_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 images (b, H, W) or (b, C, H, W) -> floats (b, C, H, W) in [0, 1]."""
+        c, h, w = self.image_shape
+        if tuple(chunk_u8.shape[1:]) not in {(c, h, w), (h, w) if c == 1 else (c, h, w)}:
+            raise AelabError(f"images of shape {tuple(chunk_u8.shape[1:])} for a model of "
+                             f"image_shape {list(self.image_shape)}: give (N, {h}, {w}) grey or "
+                             f"(N, {c}, {h}, {w}) images, the shape it was trained on")
+        return chunk_u8.reshape(len(chunk_u8), c, h, w).float().div(255)
 
     def _chunk_metrics(self, x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
         """Sums over a chunk of: -ELBO (beta=1, closed-form KL), KL, reconstruction, -IWAE."""
@@ -224,7 +238,7 @@ class MLPVAE(VAE):
     `vae --model-args '{"backbone": "mlp", "latent_dim": 50, "hidden": [200, 200],
     "act": "tanh"}'`; its own name so that run folders trained under it still load.
 
-    A fully connected decoder costs ~latent*h + h*h + h*784 multiply-adds per sample, so the
+    A fully connected decoder costs ~latent*h + h*h + h*C*H*W multiply-adds per sample, so the
     5000-sample likelihood bound over the 10,000 test images takes minutes on a laptop CPU
     where a convolutional one takes hours.
     """
@@ -234,9 +248,10 @@ class MLPVAE(VAE):
     def __init__(self, latent_dim: int = 50, backbone: str = "mlp", width: int = 1,
                  hidden=(200, 200), act: str = "tanh", beta: float = 1.0,
                  likelihood: str = "bernoulli", sigma: float | str = 0.1,
-                 logvar_min: float = -10.0, logvar_max: float = 10.0):
+                 logvar_min: float = -10.0, logvar_max: float = 10.0,
+                 image_shape=DEFAULT_IMAGE_SHAPE):
         super().__init__(latent_dim, backbone, width, hidden, act, beta, likelihood, sigma,
-                         logvar_min, logvar_max)
+                         logvar_min, logvar_max, image_shape=image_shape)
 
 
 def _check_args(beta, likelihood, sigma, logvar_min, logvar_max) -> None:

@@ -2,7 +2,8 @@
 `vamp` (a learned mixture prior); registered on import. The beta-VAE is `vae` with its
 `beta` argument (preset `beta-vae`).
 
-Both subclass aelab.models.vae.VAE: the same backbones and arguments, q(z|x) a diagonal
+Both subclass aelab.models.vae.VAE: the same backbones and arguments (`image_shape`
+included), q(z|x) a diagonal
 Gaussian from the backbone's head, a Bernoulli (or Gaussian) decoder, per-image terms in
 nats, and `extra_metrics` (negative ELBO and the importance-weighted bound) for `aelab eval`.
 Pure nn.Modules: no I/O, no device logic.
@@ -18,7 +19,7 @@ from torch import nn
 
 from ..errors import AelabError
 from .backbones import DEFAULT_HIDDEN
-from .contract import ModelSpec
+from .contract import DEFAULT_IMAGE_SHAPE, ModelSpec
 from .registry import register_model
 from .vae import VAE, log_mean_exp, log_normal
 
@@ -55,8 +56,8 @@ def decode_log_weights(model: VAE, x: torch.Tensor, z: torch.Tensor, mu: torch.T
     log q(z|x) - log p(z), each (k, B) in float32. The k x B codes are decoded in one call."""
     k, B = z.shape[:2]
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-        logits = model.logits(z.flatten(0, 1))  # (k*B, 1, 28, 28)
-    nll = model.recon_nll(logits.view(k, B, 1, 28, 28), x)  # (k, B); x broadcasts over k
+        logits = model.logits(z.flatten(0, 1))  # (k*B, C, H, W)
+    nll = model.recon_nll(logits.view(k, B, *logits.shape[1:]), x)  # (k, B); x broadcasts over k
     return nll, log_normal(z, mu, logvar) - log_prior(z)
 
 
@@ -90,20 +91,23 @@ class IWAE(VAE):
     Arguments (the VAE's, see aelab.models.vae.VAE): latent_dim (16), backbone ("conv" or
     "mlp"), width (1), hidden ((512, 256)), act ("relu"), k (5: the paper trains with k=5
     and k=50; k=1 is a VAE with a Monte Carlo KL), beta (1.0: weights kl; other values give
-    no bound), likelihood ("bernoulli"), sigma (0.1), logvar_min (-10), logvar_max (10).
-    `aelab eval`'s likelihood figures are the VAE's (standard normal prior).
+    no bound), likelihood ("bernoulli"), sigma (0.1), logvar_min (-10), logvar_max (10),
+    image_shape ((1, 28, 28)). `aelab eval`'s likelihood figures are the VAE's (standard
+    normal prior).
     """
 
     model_spec = ModelSpec(kind="variational", sampler="prior",
-                           loss_terms={"recon": 1.0, "kl": "beta", "gap": 1.0}, likelihood=True)
+                           loss_terms={"recon": 1.0, "kl": "beta", "gap": 1.0}, likelihood=True,
+                           any_shape=True)
 
     def __init__(self, latent_dim: int = 16, backbone: str = "conv", width: int = 1,
                  hidden=DEFAULT_HIDDEN, act: str = "relu", k: int = 5, beta: float = 1.0,
                  likelihood: str = "bernoulli", sigma: float | str = 0.1,
-                 logvar_min: float = -10.0, logvar_max: float = 10.0):
+                 logvar_min: float = -10.0, logvar_max: float = 10.0,
+                 image_shape=DEFAULT_IMAGE_SHAPE):
         self.k = _whole("k", k)
         super().__init__(latent_dim, backbone, width, hidden, act, beta, likelihood, sigma,
-                         logvar_min, logvar_max)
+                         logvar_min, logvar_max, image_shape=image_shape)
 
     def loss_terms(self, x_in: torch.Tensor, x: torch.Tensor,
                    autocast_bf16: bool = False) -> dict[str, torch.Tensor]:
@@ -128,14 +132,15 @@ class VampVAE(VAE):
     """`vamp`: a VAE with the VampPrior of Tomczak & Welling, "VAE with a VampPrior"
     (AISTATS 2018): the prior is the mixture of the posteriors of K learned pseudo-inputs,
 
-        p(z) = (1/K) sum_k q(z | u_k),  u_k (1, 28, 28) in [0, 1], learned with the network.
+        p(z) = (1/K) sum_k q(z | u_k),  u_k (C, H, W) in [0, 1], learned with the network.
 
-    Pseudo-inputs: u = hardtanh(U, 0, 1) of an unconstrained parameter `pseudo_raw`
-    (K, 1, 28, 28), as in the authors' code (github.com/jmtomczak/vae_vampprior, whose
-    final version maps K one-hot rows through a bias-free Linear then Hardtanh(0, 1): the
-    same thing), initialised U ~ N(0.05, 0.01): near-black images like MNIST's background.
-    The authors' script defaults to mean -0.05; every such pixel starts below 0, where
-    hardtanh passes no gradient, so the pseudo-inputs would stay black: +0.05 lets them learn.
+    Pseudo-inputs: images of the model's image_shape, u = hardtanh(U, 0, 1) of an
+    unconstrained parameter `pseudo_raw` (K, C, H, W), as in the authors' code
+    (github.com/jmtomczak/vae_vampprior, whose final version maps K one-hot rows through a
+    bias-free Linear then Hardtanh(0, 1): the same thing), initialised U ~ N(0.05, 0.01):
+    near-black images like MNIST's background. The authors' script defaults to mean -0.05;
+    every such pixel starts below 0, where hardtanh passes no gradient, so the pseudo-inputs
+    would stay black: +0.05 lets them learn.
 
     Loss per image, in nats: recon = -log p(x|z) and kl = log q(z|x) - log p(z) for one
     reparameterised z ~ q(z|x), the same z (the KL to a mixture has no closed form, so kl
@@ -151,22 +156,24 @@ class VampVAE(VAE):
     Arguments (the VAE's, see aelab.models.vae.VAE): latent_dim (16), backbone ("conv" or
     "mlp"), width (1), hidden ((512, 256)), act ("relu"), pseudo_inputs (K, 500: the
     paper's MNIST setting), beta (1.0), likelihood ("bernoulli"), sigma (0.1),
-    logvar_min (-10), logvar_max (10).
+    logvar_min (-10), logvar_max (10), image_shape ((1, 28, 28)).
     """
 
     def __init__(self, latent_dim: int = 16, backbone: str = "conv", width: int = 1,
                  hidden=DEFAULT_HIDDEN, act: str = "relu", pseudo_inputs: int = 500,
                  beta: float = 1.0, likelihood: str = "bernoulli", sigma: float | str = 0.1,
-                 logvar_min: float = -10.0, logvar_max: float = 10.0):
+                 logvar_min: float = -10.0, logvar_max: float = 10.0,
+                 image_shape=DEFAULT_IMAGE_SHAPE):
         K = _whole("pseudo_inputs", pseudo_inputs)
         super().__init__(latent_dim, backbone, width, hidden, act, beta, likelihood, sigma,
-                         logvar_min, logvar_max)
-        self.pseudo_raw = nn.Parameter(torch.empty(K, 1, 28, 28).normal_(*PSEUDO_INIT))
+                         logvar_min, logvar_max, image_shape=image_shape)
+        # (K, C, H, W)
+        self.pseudo_raw = nn.Parameter(torch.empty(K, *self.image_shape).normal_(*PSEUDO_INIT))
 
     # --- the prior ----------------------------------------------------------------------
 
     def pseudo_images(self) -> torch.Tensor:
-        """The pseudo-inputs u_k in [0, 1]: (K, 1, 28, 28)."""
+        """The pseudo-inputs u_k in [0, 1]: (K, C, H, W)."""
         return F.hardtanh(self.pseudo_raw, 0.0, 1.0)
 
     def prior_components(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,7 +202,7 @@ class VampVAE(VAE):
         """recon = -log p(x|z) and kl = log q(z|x_in) - log p(z) for one reparameterised
         z ~ q(z|x_in), each (B,) in nats; the batch and the pseudo-inputs in one encoder call."""
         B = len(x_in)
-        both = torch.cat([x_in, self.pseudo_images().to(x_in.dtype)])  # (B + K, 1, 28, 28)
+        both = torch.cat([x_in, self.pseudo_images().to(x_in.dtype)])  # (B + K, C, H, W)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
             mu_all, logvar_all = self.posterior(both)
         mu_all, logvar_all = mu_all.float(), logvar_all.float()  # (B + K, L)
