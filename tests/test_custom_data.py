@@ -87,7 +87,8 @@ def save_variant(path: Path, x: np.ndarray, i: int) -> tuple[Path, str | None]:
 
 
 def make_image_folder(root: Path, splits: dict, labelled=True) -> list:
-    """splits: {subfolder ("" for the top): (x, y)}; returns [(subfolder, label, i, kind)]."""
+    """splits: {subfolder ("" for the top): (x, y)}; returns [(subfolder, label, i, kind)].
+    The variants mix sizes and transparency, so only fit_mnist=true reads them (fit_card)."""
     made = []
     for sub, (xs, ys) in splits.items():
         for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
@@ -120,8 +121,8 @@ def test_registered_names_are_unchanged(mnist_dir):
 
 def test_a_missing_path_says_it_is_neither_name_nor_file(tmp_path, ddir, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DataError, match=r"not a registered dataset \(mnist, fashion-mnist\) and "
-                                        "no such file or folder"):
+    with pytest.raises(DataError, match=r"not a registered dataset \(fashion-mnist, mnist, digits, "
+                                        r".*mnist-32.*\) and no such file or folder"):
         data.load_dataset("cifar", data_dir=ddir, log=None)
 
 
@@ -227,17 +228,27 @@ def test_npz_file_and_npz_pairs(digits, tmp_path, ddir):
     assert data.dataset_checksum(pairs, ddir) == data.dataset_checksum(keras, ddir)
 
 
+def fit_card(root: Path) -> Path:
+    """The card that reads a folder as hand-drawn digits: fit_mnist=true."""
+    (root / "aelab-dataset.json").write_text('{"fit_mnist": true}')
+    return root
+
+
 def test_image_folder_converts_and_counts(digits, tmp_path, ddir):
     root = tmp_path / "digits-png"
     made = make_image_folder(root, {"train": digits[0], "test": digits[1]})
+    fit = {"fit_mnist": True}
     msgs = []
-    x, y = load_np(root, "train", ddir, log=msgs.append)
-    info = data.dataset_info(root, ddir, log=None)
+    x, y = load_np(root, "train", ddir, log=msgs.append, options=fit)
+    info = data.dataset_info(root, ddir, log=None, options=fit)
     assert info["kind"] == "image-folder" and info["class_names"] == sorted(WORDS)
     assert (info["n_train"], info["n_test"], info["carved_test"]) == (N_TRAIN, N_TEST, None)
+    assert info["image_shape"] == [1, 28, 28]
+    assert info["options"] == {"transpose": False, "split_seed": 0, "fit_mnist": True, "grey": False}
     want = {k: sum(m[3] == k for m in made) for k in ("alpha", "fitted", "inverted")}
     want["grey"] = sum(m[3] in ("grey", "alpha") for m in made)  # RGBA is colour too
-    assert info["conversions"] == {**want, "depth": 0} and min(want.values()) > 0
+    assert info["conversions"] == {**want, "depth": 0, "opaque": 0, "resized": 0, "colour": 0}
+    assert min(want.values()) > 0
     line = [m for m in msgs if "colour images to grey" in m]
     assert len(line) == 1 and f"fitted {want['fitted']} images of other sizes into 28x28" in line[0]
     assert f"inverted {want['inverted']} dark-on-light images" in line[0]
@@ -260,12 +271,14 @@ def test_image_folder_converts_and_counts(digits, tmp_path, ddir):
 def test_class_folders_without_splits_and_flat_folders(digits, tmp_path, ddir):
     classes = tmp_path / "classes"
     make_image_folder(classes, {"": digits[1]})
+    fit_card(classes)  # at the top, beside the class folders: not an image, and allowed
     info = data.dataset_info(classes, ddir, log=None)
     assert info["kind"] == "image-folder" and info["carved_test"]["n"] == 10
     assert info["n_train"] + info["n_test"] == N_TEST and info["has_labels"]
 
     flat = tmp_path / "flat"
     make_image_folder(flat, {"": digits[1]}, labelled=False)
+    fit_card(flat)
     fx, fy = load_np(flat, "train", ddir)
     info = data.dataset_info(flat, ddir, log=None)
     assert info["kind"] == "flat-images" and not info["has_labels"] and info["class_names"] == []
@@ -353,6 +366,7 @@ def bad_empty_split(root, digits):
 
 def bad_truncated_image(root, digits):
     make_image_folder(root, {"": (digits[1][0][:12], digits[1][1][:12])})
+    fit_card(root)
     victim = sorted(root.rglob("*.png"))[3]
     victim.write_bytes(victim.read_bytes()[:60])
     return root, victim.name
@@ -360,6 +374,7 @@ def bad_truncated_image(root, digits):
 
 def bad_garbage_image(root, digits):
     make_image_folder(root, {"": (digits[1][0][:12], digits[1][1][:12])})
+    fit_card(root)
     victim = sorted(root.rglob("*.png"))[0]
     victim.write_bytes(b"not an image at all")
     return root, victim.name

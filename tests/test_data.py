@@ -145,15 +145,16 @@ def leftovers(folder: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- package layout
 
-_LAYERS = ("registry", "idx", "verify", "fetch", "load")  # each imports only from earlier ones
+_LAYERS = ("registry", "shapes", "idx", "verify", "cache", "packaged", "fetch", "load", "images",
+           "custom", "batches")  # each imports only from earlier ones
 
 
 def test_submodules_import_one_way():
     pkg = Path(data.__file__).parent
     for i, name in enumerate(_LAYERS):
         tree = ast.parse((pkg / f"{name}.py").read_text("utf-8"))
-        used = {node.module for node in ast.walk(tree)
-                if isinstance(node, ast.ImportFrom) and node.level == 1}
+        used = {node.module or alias.name for node in ast.walk(tree)  # `from . import cache`
+                if isinstance(node, ast.ImportFrom) and node.level == 1 for alias in node.names}
         assert used <= set(_LAYERS[:i]), f"data/{name}.py imports {sorted(used - set(_LAYERS[:i]))}"
 
 
@@ -161,9 +162,9 @@ def test_package_re_exports_the_public_names():
     assert sorted(data.__all__) == sorted(
         ["DATASETS", "DatasetSpec", "FileSpec", "PypiSource", "dataset_checksum", "dataset_info",
          "default_data_dir", "ensure_dataset", "is_registered", "load_dataset", "read_idx",
-         "write_idx"])
+         "write_idx", "PACKAGED", "PackagedSpec", "registered_names"])
     # The very objects the submodules use, so patching DATASETS' items reaches them all.
-    assert data.DATASETS is data.registry.DATASETS
+    assert data.DATASETS is data.registry.DATASETS and data.PACKAGED is data.registry.PACKAGED
     assert data.ensure_dataset is fetch.ensure_dataset and data.load_dataset is load.load_dataset
     assert data.read_idx is data.idx.read_idx and verify.FileSpec is data.FileSpec
 

@@ -1,5 +1,6 @@
 """Every kind of dataset given by path, end to end through the CLI: train -> eval ->
-explore -> serve, built from real MNIST digits (some RGB, some 32x32, some dark on light)."""
+explore -> serve, built from real MNIST digits (some RGB, some 32x32, some dark on light:
+the image folders carry a card with fit_mnist=true, which fits them into MNIST's 28x28)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,11 @@ def _save_png(path, img, i):
         Image.fromarray(img, "L").save(path)
 
 
+def _fit_mnist_card(root):
+    """Mixed sizes and dark-on-light digits: read the way MNIST was made (fit_mnist)."""
+    (root / "aelab-dataset.json").write_text(json.dumps({"fit_mnist": True}))
+
+
 def _image_folder(root, digits):
     """ImageFolder layout with three classes (digits 0, 1, 2) named by folder."""
     for split, (x, y) in zip(("train", "test"), digits, strict=True):
@@ -72,6 +78,7 @@ def _image_folder(root, digits):
             folder = root / split / ["zero", "one", "two"][label]
             folder.mkdir(parents=True, exist_ok=True)
             _save_png(folder / f"{i:04d}.png", img, i)
+    _fit_mnist_card(root)
     return root, True, 3
 
 
@@ -80,6 +87,7 @@ def _flat_images(root, digits):
     root.mkdir()
     for i, img in enumerate(digits[0][0][:150]):
         _save_png(root / f"scan{i:04d}.png", img, i)
+    _fit_mnist_card(root)
     return root, False, 0
 
 

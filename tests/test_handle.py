@@ -154,7 +154,7 @@ def test_cuda_images_come_back_on_cuda(seed_runs, test_u8):
     (torch.full((2, 28, 28), float("nan")), "NaN"),
     (np.zeros((2, 27, 28), np.uint8), "shape (2, 27, 28); give (N, 28, 28), (N, 1, 28, 28), (N, 784)"),
     (torch.zeros(2, 3, 28, 28), "shape (2, 3, 28, 28)"),
-    (np.zeros((2, 28, 28, 1)), "shape (2, 28, 28, 1)"),
+    (np.zeros((2, 28, 28, 2)), "shape (2, 28, 28, 2)"),
     (np.zeros(783), "shape (783,)"),
     (np.zeros((0, 28, 28), np.uint8), "no images"),
     (np.full((2, 28, 28), "a"), "dtype <U1; give uint8 images (0..255) or floats in [0, 1]"),

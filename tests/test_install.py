@@ -16,7 +16,7 @@ from aelab.cli.common import EXTRAS
 from aelab.data import default_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONAL = ("serve", "export", "tensorboard")  # the extras that `aelab[all]` gathers
+OPTIONAL = ("serve", "export", "tensorboard", "images")  # the extras that `aelab[all]` gathers
 
 
 def _dist(requirement: str) -> str:

@@ -57,7 +57,7 @@ def test_float_images_without_labels_are_stored_as_uint8_with_a_test_split_set_a
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"images": np.full((10, 28, 28), 255.0)}, "images: got float values up to 255"),
-    ({"images": np.zeros((10, 27, 28), np.uint8)}, "images: got images of shape"),
+    ({"images": np.zeros((10, 2, 28, 28), np.uint8)}, "images: got images of shape"),
     ({"images": np.zeros((10, 28, 28), np.uint8), "labels": np.zeros(9, np.int64)}, "labels: give 10"),
     ({"images": np.zeros((10, 28, 28), np.uint8), "labels": np.full(10, 0.5)}, "whole numbers"),
     ({"labels": np.zeros(10, np.int64)}, "give images too"),

@@ -28,19 +28,21 @@ from .data.batches import (
 )
 from .errors import AelabError
 from .models import count_parameters, spec
+from .models.contract import image_shape
 from .runs import eval_file_name, load_run, read_metrics, train_seconds
 from .runtime import hardware, resolve_device
 
 __all__ = ["evaluate_run", "format_table", "reconstruction_sse", "run_and_checkpoint", "summarize",
            "to_float"]
 
-PIXELS = 28 * 28
+PIXELS = 28 * 28  # MNIST's; an image of shape (C, H, W) has C * H * W numbers
 
 
-def summarize(sse: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-    """Turn per-image squared errors into the metrics every table reports."""
+def summarize(sse: torch.Tensor, labels: torch.Tensor | None = None, *, pixels: int = PIXELS) -> dict:
+    """Turn per-image squared errors into the metrics every table reports. `pixels`: the
+    numbers per image (C * H * W), so that MSE and PSNR are per pixel and channel."""
     sse_mean = sse.mean().item()
-    mse = sse_mean / PIXELS
+    mse = sse_mean / pixels
     out = {
         "sse_per_image": sse_mean,
         "sse_per_image_std": sse.std().item() if len(sse) > 1 else 0.0,
@@ -49,7 +51,7 @@ def summarize(sse: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
         "psnr_db": 10 * math.log10(1.0 / mse) if mse > 0 else float("inf"),
         # the denoising literature's PSNR: each image's own, then the mean over images
         # (an exact reconstruction counts as 120 dB)
-        "psnr_db_mean_per_image": (10 * torch.log10(PIXELS / sse.double().clamp(min=PIXELS * 1e-12)))
+        "psnr_db_mean_per_image": (10 * torch.log10(pixels / sse.double().clamp(min=pixels * 1e-12)))
         .mean().item() if len(sse) else float("nan"),
         "n_images": len(sse),
     }
@@ -132,7 +134,7 @@ def evaluate_run(run_dir, which: str | None = None, *, data_dir=None, device: st
         sse = refined_sse(run.model, test_x.to(dev), refine_steps, run.config.eval_batch_size)
     else:
         sse = reconstruction_sse(run.model, test_x.to(dev), run.config.eval_batch_size, corrupt_fn)
-    result = summarize(sse, test_y)
+    result = summarize(sse, test_y, pixels=math.prod(image_shape(run.model)))
     if spec(run.model).likelihood:  # a VAE: its likelihood bounds
         result.update(_likelihood_metrics(run.model, test_x.to(dev), iw_k, log))
         result["binarize"] = run.config.binarize

@@ -43,6 +43,7 @@ from .data import load_dataset
 from .data.batches import as_images, encode_all, images_to_float
 from .errors import AelabError
 from .models import model_record, rebuild_model, spec
+from .models.contract import image_shape
 from .models import samplers
 from .runtime import resolve_device
 
@@ -276,11 +277,12 @@ class LoadedRun:
     """A trained model rebuilt from a run folder, with its training config and checkpoint
     meta; and a handle for people: `encode`, `decode`, `reconstruct` and `sample`.
 
-    Images go in as numpy arrays or torch tensors, uint8 (0..255) or float in [0, 1], in any
-    of `data.batches.IMAGE_LAYOUTS` ((N, 28, 28), (N, 1, 28, 28), (N, 784), one image
-    (28, 28) or (784,)), on any device; what comes out is numpy for numpy in, and a torch
-    tensor on the input's device for torch in. Out-of-range floats (0..255 ones included),
-    other dtypes and shapes raise AelabError. The model runs in eval mode under
+    Images go in as numpy arrays or torch tensors, uint8 (0..255) or float in [0, 1], of the
+    run's `image_shape` (C, H, W) in any layout `data.batches.as_images` takes for it (for
+    MNIST: (N, 28, 28), (N, 1, 28, 28), (N, 784), one image (28, 28) or (784,)); colour
+    images come out (N, 3, H, W), grey ones (N, H, W); on any device; what comes out is
+    numpy for numpy in, and a torch tensor on the input's device for torch in. Out-of-range
+    floats (0..255 ones included), other dtypes and shapes raise AelabError. The model runs in eval mode under
     torch.inference_mode, `batch_size` images at a time, on its own device; the results are
     float32.
     """
@@ -325,9 +327,14 @@ class LoadedRun:
     def default_sampler(self) -> str:
         return self.samplers[0]
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model takes and makes (the run's dataset's)."""
+        return image_shape(self.model)
+
     def encode(self, images):
         """Codes of images: float32 (N, latent_dim), or (latent_dim,) for one image."""
-        x = as_images(images)  # (N, 28, 28)
+        x = as_images(images, self.image_shape)  # (N, H, W) grey or (N, 3, H, W)
         codes = self._batched(lambda b: self.model.encode(images_to_float(b)), x,
                               (len(x), self.latent_dim), _device_of(images))
         return _like(images, codes[0] if _one_image(images) else codes)
@@ -335,22 +342,25 @@ class LoadedRun:
     def reconstruct(self, images):
         """The model's reconstructions of images (its forward pass), float32 in the shape
         the images came in (uint8 in: floats in [0, 1] out, not uint8)."""
-        x = as_images(images)  # (N, 28, 28)
+        x = as_images(images, self.image_shape)  # (N, H, W) grey or (N, 3, H, W)
         out = self._batched(lambda b: self.model(images_to_float(b)), x,
-                            (len(x), 1, 28, 28), _device_of(images))
-        return _like(images, out.view(images.shape))
+                            (len(x), *self.image_shape), _device_of(images))  # (N, C, H, W)
+        if tuple(images.shape[-3:]) == (*self.image_shape[1:], 3):  # channels last came in
+            out = out.permute(0, 2, 3, 1)
+        return _like(images, out.reshape(images.shape))
 
     def decode(self, codes):
         """Images decoded from codes (N, latent_dim) or one code (latent_dim,): float32
-        (N, 28, 28) or (28, 28); numpy for numpy codes, else a tensor on the codes' device."""
+        (N, H, W) or (H, W) grey, (N, 3, H, W) or (3, H, W) colour; numpy for numpy codes,
+        else a tensor on the codes' device."""
         z = _as_codes(codes, self.latent_dim)  # (N, L)
         images = self._decode(z, _device_of(codes))
         return _like(codes, images[0] if codes.ndim == 1 else images)
 
     def sample(self, n: int, *, sampler: str | None = None, seed: int = 0, as_numpy: bool = True):
-        """n images (n, 28, 28) float32 decoded from random codes (`sample_codes`); the same
-        sampler and seed give the same images, in this process or another. numpy by
-        default; as_numpy=False gives a tensor on the model's device."""
+        """n images (n, H, W) grey or (n, 3, H, W) colour, float32, decoded from random
+        codes (`sample_codes`); the same sampler and seed give the same images, in this
+        process or another. numpy by default; as_numpy=False gives a tensor on the model's device."""
         codes = self.sample_codes(n, sampler=sampler, seed=seed, as_numpy=False)
         images = self._decode(codes, self.device)
         return images.cpu().numpy() if as_numpy else images
@@ -436,10 +446,10 @@ class LoadedRun:
         return encode_all(self.model, train_x[keep], self.batch_size), len(train_x)
 
     def _decode(self, z: torch.Tensor, out_device) -> torch.Tensor:
-        """Codes (N, L) -> images (N, 28, 28) float32 on out_device."""
-        out = self._batched(lambda b: self.model.decode(b.float()), z, (len(z), 1, 28, 28),
+        """Codes (N, L) -> images float32 on out_device, (N, H, W) grey or (N, 3, H, W)."""
+        out = self._batched(lambda b: self.model.decode(b.float()), z, (len(z), *self.image_shape),
                             out_device)
-        return out[:, 0]
+        return out[:, 0] if self.image_shape[0] == 1 else out
 
     def _batched(self, fn, inputs: torch.Tensor, shape: tuple, out_device) -> torch.Tensor:
         """fn over inputs (N, ...) in batches on the model's device, model in eval mode;
@@ -463,6 +473,7 @@ def _quiet(*_a) -> None:
 
 
 def _one_image(images) -> bool:
+    """One image rather than a batch: (28, 28) or (784,), as people hand MNIST digits over."""
     return tuple(images.shape) in ((28, 28), (784,))
 
 

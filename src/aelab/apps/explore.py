@@ -34,7 +34,7 @@ from ..data import dataset_info, load_dataset
 # the code statistics are shared with the run handle (aelab.load(run).sample)
 from ..data.batches import encode_all, principal_directions, to_float
 from ..errors import AelabError
-from ..figures import image_rows, new_figure, save
+from ..figures import as_display, image_rows, new_figure, save
 from ..models import spec
 from ..models.vae import slerp
 from ..runs import load_run
@@ -71,10 +71,11 @@ def _name(names: list[str], label) -> str:
 
 
 def decode_np(model, z):
-    """Codes (n, L) -> images as numpy (n, 28, 28) in [0, 1]."""
+    """Codes (n, L) -> images as numpy in [0, 1], as figures show them: (n, H, W) grey or
+    (n, H, W, 3) colour."""
     dev = next(model.parameters()).device
     with torch.inference_mode():
-        return model.decode(z.float().to(dev)).float().cpu()[:, 0].numpy()
+        return as_display(model.decode(z.float().to(dev)).float().cpu())
 
 
 def lerp(a, b, t):
@@ -171,7 +172,7 @@ def interpolation_figure(model, test_x, test_y, names, path: Path, *, variationa
     paths = interpolation_codes(model, test_x, pairs, variational=variational)
     rows = []
     for (ia, ib), codes in zip(pairs.tolist(), paths, strict=True):
-        ends = to_float(test_x[[ia, ib]])[:, 0].numpy()
+        ends = as_display(to_float(test_x[[ia, ib]]))
         label = f"{_name(names, test_y[ia])} > {_name(names, test_y[ib])}"
         rows.append((label, np.concatenate([ends[:1], decode_np(model, codes), ends[1:]])))
     kind = "slerp" if variational else "linear"
@@ -225,7 +226,8 @@ def samples_figure(run, path: Path, *, seed: int, title: str = "", rows: int = 6
     """Decoded random codes from the run's default sampler (LoadedRun.sample: the prior
     where the model has one, else a Gaussian mixture fitted to its training codes)."""
     sampler = run.default_sampler
-    imgs = run.sample(rows * cols, sampler=sampler, seed=seed).reshape(rows, cols, 28, 28)
+    imgs = as_display(run.sample(rows * cols, sampler=sampler, seed=seed))
+    imgs = imgs.reshape(rows, cols, *imgs.shape[1:])  # (rows, cols, H, W[, 3])
     head = f"decoded random codes from {SAMPLER_NAMES.get(sampler, sampler)} (sampler {sampler})"
     return image_rows([("", r) for r in imgs], path, title=f"{title}: {head}" if title else head)
 
@@ -246,7 +248,7 @@ def neighbours_figure(test_x, test_y, test_codes, train_x, train_y, train_codes,
     rows = []
     for q, nn_idx in zip(queries.tolist(), nearest, strict=True):
         same = int((train_y[nn_idx] == test_y[q]).sum())
-        imgs = torch.cat([test_x[q : q + 1], train_x[nn_idx]]).float().div(255).numpy()
+        imgs = as_display(torch.cat([test_x[q : q + 1], train_x[nn_idx]]).float().div(255))
         caption = f"{_name(names, test_y[q])}: {same}/{k}" if test_y[q] >= 0 else ""
         rows.append((caption, np.asarray(imgs)))
     head = f"test image (left) and its {k} nearest training images in code space"
@@ -287,10 +289,11 @@ def manifold_figure(model, train_codes, path: Path, *, n: int, variational: bool
     z1, z2 = manifold_axes(train_codes, n, variational=variational)
     codes = lattice(z1, z2)
     imgs = np.concatenate([decode_np(model, c) for c in codes.split(DECODE_BATCH)])
-    h, w = imgs.shape[1:]
-    tiled = imgs.reshape(n, n, h, w).transpose(0, 2, 1, 3).reshape(n * h, n * w)  # (row, y, col, x)
+    h, w, rest = imgs.shape[1], imgs.shape[2], imgs.shape[3:]  # rest: (3,) for colour
+    tiled = imgs.reshape(n, n, h, w, *rest).swapaxes(1, 2).reshape(n * h, n * w, *rest)  # (row, y, col, x)
     ax = _pixel_axes(n * w, n * h, title, _manifold_head(variational))
-    ax.imshow(np.clip(tiled, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    grey = dict(cmap="gray", vmin=0, vmax=1) if not rest else {}
+    ax.imshow(np.clip(tiled, 0, 1), **grey, interpolation="nearest")
     ax.set_xticks(np.arange(n) * w + (w - 1) / 2, [f"{v:.2f}" for v in z1.tolist()],
                   rotation=90, fontsize=7)
     ax.set_yticks(np.arange(n) * h + (h - 1) / 2, [f"{v:.2f}" for v in z2.flip(0).tolist()],

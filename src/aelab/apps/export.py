@@ -1,7 +1,8 @@
 """Export a run's encoder and decoder to ONNX, for runtimes without PyTorch.
 
-`encoder.onnx`: input `image` (B, 1, 28, 28) float32 in [0, 1] -> output `code` (B, D).
-`decoder.onnx`: input `code` (B, D) -> output `image` (B, 1, 28, 28) in [0, 1].
+`encoder.onnx`: input `image` (B, C, H, W) float32 in [0, 1] -> output `code` (B, D).
+`decoder.onnx`: input `code` (B, D) -> output `image` (B, C, H, W) in [0, 1].
+(C, H, W) is the run's image shape ((1, 28, 28) for MNIST), kept in the files' metadata.
 The batch axis is dynamic. Each file carries the model name, code size, run and package
 version in its metadata, so it describes itself. onnx is imported inside the functions
 that need it: it is an optional extra, and slow to import.
@@ -89,9 +90,10 @@ def export_onnx(run_dir, out_dir=None, which: str = "best", opset: int = DEFAULT
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "onnx"
     dim = int(run.model.latent_dim)
     meta = {"aelab_model": run.config.model, "latent_dim": dim, "run": Path(run_dir).resolve().name,
-            "checkpoint": which, "epoch": run.meta.get("epoch"), "aelab_version": __version__}
+            "checkpoint": which, "epoch": run.meta.get("epoch"), "aelab_version": __version__,
+            "image_shape": list(run.image_shape)}
     encoder, decoder = _halves(run.model)
-    parts = [("encoder", encoder, torch.rand(2, 1, 28, 28), "image", "code"),
+    parts = [("encoder", encoder, torch.rand(2, *run.image_shape), "image", "code"),
              ("decoder", decoder, torch.randn(2, dim), "code", "image")]
     paths = []
     for name, module, example, in_name, out_name in parts:

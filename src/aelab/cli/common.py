@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from ..config import DEVICES
-from ..data import DATASETS
+from ..data.registry import is_registered, registered_names
 from ..errors import AelabError
 from ..models import MODELS
 
@@ -81,7 +81,7 @@ class KeyValues(argparse.Action):
 def add_dataset_args(p: argparse.ArgumentParser, default: str | None, what: str,
                      default_text: str | None = None) -> None:
     """--dataset NAME|PATH and --dataset-option KEY=VALUE, worded the same everywhere."""
-    names = ", ".join(sorted(DATASETS))
+    names = ", ".join(registered_names())
     p.add_argument("--dataset", default=default, metavar="NAME|PATH",
                    help=f"{what}: a registered name ({names}) or a path: a folder of MNIST-named "
                    "IDX files (KMNIST, EMNIST, QMNIST), an .npz file, or a folder of images "
@@ -95,7 +95,7 @@ def add_dataset_args(p: argparse.ArgumentParser, default: str | None, what: str,
 def dataset_arg(dataset: str | None) -> str | None:
     """A --dataset value: a registered name as it is, a path made absolute (so that a run
     records where its data is, whatever folder it is evaluated from later)."""
-    if dataset is None or dataset in DATASETS:
+    if dataset is None or is_registered(dataset):
         return dataset
     return str(Path(dataset).expanduser().absolute())
 

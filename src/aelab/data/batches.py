@@ -1,10 +1,12 @@
 """Images as the models see them: uint8 tensors turned into float batches, corrupted
 copies for denoising, per-epoch random generators, and batched reconstruction error.
 
-Everything here works on one uint8 tensor (N, 28, 28) resident on the compute device; no
-per-sample Dataset or PIL step is involved. `as_images` checks images as a person hands them
-over (numpy or torch, uint8 or float, several layouts); the code section at the end fits and
-samples the Gaussians that random codes are drawn from.
+Everything here works on one uint8 tensor resident on the compute device, in the dataset
+layout (data/shapes.py): (N, H, W) for grey images, (N, 3, H, W) for colour; the float
+batches the models see are always (B, C, H, W). No per-sample Dataset or PIL step is
+involved. `as_images` checks images as a person hands them over (numpy or torch, uint8 or
+float, several layouts); the code section at the end fits and samples the Gaussians that
+random codes are drawn from.
 """
 
 from __future__ import annotations
@@ -16,42 +18,91 @@ import torch
 
 from ..config import parse_noise
 from ..errors import AelabError
+from .shapes import ShapeError, check_sides, dataset_shape
+from .shapes import image_shape as image_shape  # (C, H, W) of images in the dataset layout
 
 
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 28, 28) -> float (B, 1, 28, 28) in [0, 1]."""
-    return images_u8.unsqueeze(1).float().div_(255.0)
+    """uint8 (B, H, W) -> float (B, 1, H, W) in [0, 1]; uint8 (B, 3, H, W) -> float (B, 3, H, W)."""
+    x = images_u8.unsqueeze(1) if images_u8.ndim == 3 else images_u8
+    return x.float().div_(255.0)
 
 
 # --- images as people hand them over ----------------------------------------------------
 
-IMAGE_LAYOUTS = "(N, 28, 28), (N, 1, 28, 28), (N, 784), or one image (28, 28) or (784,)"
-_PER_IMAGE = ((28, 28), (1, 28, 28), (784,))  # what follows N in the accepted layouts
+IMAGE_LAYOUTS = "(N, 28, 28), (N, 1, 28, 28), (N, 784), or one image (28, 28) or (784,)"  # MNIST's
+ANY_LAYOUTS = ("(N, H, W), (N, H, W, C) or (N, C, H, W) with C 1 or 3 and sides 8 to 128, "
+               "(N, 784), or one image (28, 28) or (784,)")
 _NUMPY_FLOATS = (np.float16, np.float32, np.float64)  # the float dtypes torch.from_numpy takes
 EXPECTED = "give uint8 images (0..255) or floats in [0, 1]"
 
 
-def as_images(images) -> torch.Tensor:
-    """Images as a person may hand them over -> a torch tensor (N, 28, 28) of their own dtype
-    (uint8, or float in [0, 1]) on their own device; a view of them where possible.
+def layouts_text(shape: tuple | None) -> str:
+    """The layouts as_images takes for images of `shape` (C, H, W), or for any shape (None);
+    for (1, 28, 28) exactly IMAGE_LAYOUTS."""
+    if shape is None:
+        return ANY_LAYOUTS
+    c, h, w = shape
+    if c == 1:
+        return f"(N, {h}, {w}), (N, 1, {h}, {w}), (N, {h * w}), or one image ({h}, {w}) or ({h * w},)"
+    return (f"(N, 3, {h}, {w}), (N, {h}, {w}, 3), (N, {3 * h * w}), or one image (3, {h}, {w}), "
+            f"({h}, {w}, 3) or ({3 * h * w},)")
 
-    Takes a numpy array or torch tensor in any of IMAGE_LAYOUTS; raises AelabError saying
-    what was given and what is expected (floats in 0..255 are refused, not saturated)."""
+
+def _per_image(shape: tuple) -> dict[tuple, str]:
+    """What may follow N for images of `shape` (C, H, W) -> how to read it."""
+    c, h, w = shape
+    if c == 1:
+        return {(h, w): "as-is", (1, h, w): "nchw", (h, w, 1): "nhwc", (h * w,): "flat"}
+    return {(3, h, w): "nchw", (h, w, 3): "nhwc", (3 * h * w,): "flat"}
+
+
+def _read_shape(shape: tuple, want: tuple | None) -> tuple[int, tuple, str]:
+    """(N, the dataset-layout shape, how) of images of `shape`, expected to be of `want`
+    (C, H, W) or of any shape (None); AelabError saying what is taken otherwise."""
+    given = f"got images of shape {shape}; give {layouts_text(want)}"
+    if want is None:
+        if shape in ((28, 28), (784,)):  # one MNIST-sized image
+            return 1, (1, 28, 28), "flat"
+        try:
+            out, how = dataset_shape(shape)
+        except ShapeError as e:
+            raise AelabError(f"got {e}; give {layouts_text(None)}") from None
+        problem = check_sides(*out[-2:])
+        if problem:
+            raise AelabError(f"got {problem} (shape {shape}); give {layouts_text(None)}")
+        return out[0], out, how
+    per, flat = _per_image(want), want[1:] if want[0] == 1 else want
+    if shape in per:  # one image
+        return 1, (1, *flat), per[shape]
+    if len(shape) >= 2 and shape[1:] in per:
+        return shape[0], (shape[0], *flat), per[shape[1:]]
+    raise AelabError(given)
+
+
+def as_images(images, image_shape: tuple | None = None) -> torch.Tensor:
+    """Images as a person may hand them over -> a torch tensor in the dataset layout, (N, H, W)
+    grey or (N, 3, H, W) colour, of their own dtype (uint8, or float in [0, 1]) on their own
+    device; a view of them where possible.
+
+    Takes a numpy array or torch tensor: with `image_shape` (C, H, W) given, in any of
+    layouts_text(image_shape) (for MNIST's (1, 28, 28): IMAGE_LAYOUTS); without it, in any of
+    ANY_LAYOUTS (see data/shapes.py for how channels-first and -last are told apart). Raises
+    AelabError saying what was given and what is expected (floats in 0..255 are refused, not
+    saturated)."""
     x = _as_tensor(images)
     if x.dtype != torch.uint8 and not x.is_floating_point():
         raise AelabError(f"got images of dtype {_dtype_name(images)}; {EXPECTED}")
     shape = tuple(x.shape)
-    if shape in ((28, 28), (784,)):  # one image
-        n = 1
-    elif len(shape) >= 2 and shape[1:] in _PER_IMAGE:
-        n = shape[0]
-    else:
-        raise AelabError(f"got images of shape {shape}; give {IMAGE_LAYOUTS}")
+    want = None if image_shape is None else tuple(int(s) for s in image_shape)
+    n, out, how = _read_shape(shape, want)
     if n == 0:
         raise AelabError(f"got no images (shape {shape}); give at least one")
     if x.is_floating_point():
         _check_range(x)
-    return x.reshape(n, 28, 28)
+    if how == "nhwc":
+        x = x.reshape(n, *shape[-3:]).permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W), a view
+    return x.reshape(out)
 
 
 def _as_tensor(images) -> torch.Tensor:
@@ -85,8 +136,11 @@ def _check_range(x: torch.Tensor) -> None:
 
 
 def images_to_float(images: torch.Tensor) -> torch.Tensor:
-    """Checked images (B, 28, 28), uint8 or float in [0, 1] -> float32 (B, 1, 28, 28) in [0, 1]."""
-    return to_float(images) if images.dtype == torch.uint8 else images.unsqueeze(1).float()
+    """Checked images (B, H, W) or (B, 3, H, W), uint8 or float in [0, 1] -> float32
+    (B, C, H, W) in [0, 1]."""
+    if images.dtype == torch.uint8:
+        return to_float(images)
+    return (images.unsqueeze(1) if images.ndim == 3 else images).float()
 
 
 def epoch_generator(seed: int, epoch: int, device="cpu") -> torch.Generator:
@@ -96,7 +150,7 @@ def epoch_generator(seed: int, epoch: int, device="cpu") -> torch.Generator:
 
 
 def corrupt(x: torch.Tensor, noise: str | None, gen: torch.Generator) -> torch.Tensor:
-    """The denoising input: a corrupted copy of clean images x (B, 1, 28, 28) in [0, 1]."""
+    """The denoising input: a corrupted copy of clean images x (B, C, H, W) in [0, 1]."""
     if noise is None:
         return x
     kind, amount = parse_noise(noise)
@@ -140,7 +194,7 @@ def reconstruction_sse(model, images_u8: torch.Tensor, batch_size: int = 1000,
 
 @torch.inference_mode()
 def encode_all(model, images_u8: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Codes of uint8 images (N, 28, 28) -> (N, latent_dim) float32 on the CPU, model in
+    """Codes of uint8 images (N, H, W) or (N, 3, H, W) -> (N, latent_dim) float32 on the CPU, model in
     eval mode. Each batch of images is moved to the model's device."""
     was_training = model.training
     model.eval()
@@ -164,7 +218,7 @@ def binarize(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def binarize_u8(images_u8: torch.Tensor, seed: int, batch_size: int = 10_000) -> torch.Tensor:
-    """uint8 images (N, 28, 28) binarized once with `seed`: a uint8 tensor of 0 and 255 (so
+    """uint8 images (N, H, W) binarized once with `seed`: a uint8 tensor of 0 and 255 (so
     to_float gives exactly 0 and 1). Batched in a fixed order, so the result depends only on
     the images and the seed."""
     gen = torch.Generator(device=images_u8.device).manual_seed(seed)

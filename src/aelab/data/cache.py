@@ -1,11 +1,14 @@
 """The decoded-once cache of a dataset given by path: one safetensors file per dataset and
-options, ``<data_dir>/cache/<name>-<hash>.safetensors``.
+options, ``<data_dir>/cache/<name>-<hash>.safetensors``; also the file format of the
+packaged datasets (packaged.py), and the test split carved from a dataset without one.
 
-It holds uint8 images (N, 28, 28) and int64 labels (N,) per split, and in its metadata
-(key "aelab", JSON) a manifest of the source files (relative path, size, mtime_ns, sha256)
-and the dataset's info. It is valid while every source file keeps its size and mtime and
-no file came or went: checking that costs a stat per file and reading the header, never
-a hash.
+It holds uint8 images, (N, H, W) grey or (N, 3, H, W) colour, and int64 labels (N,) per
+split, and in its metadata (key "aelab", JSON) a manifest of the source files (relative
+path, size, mtime_ns, sha256) and the dataset's info (with its image_shape [C, H, W]). It is
+valid while every source file keeps its size and mtime and no file came or went: checking
+that costs a stat per file and reading the header, never a hash. A cache of another VERSION
+(version 1: before image shapes, when image files were always fitted into 28x28) is not
+read, so it is decoded again and overwritten.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from .._io import atomic_write_bytes
 from ..errors import DataError
 from .idx import _CHUNK
 
-VERSION = 1
+VERSION = 2
 SPLITS = ("train", "test")
+TEST_FRACTION = 1 / 6  # of a dataset without a test split, set aside as one
 
 
 def cache_file(data_dir: Path, name: str, key: object) -> Path:
@@ -63,9 +67,19 @@ def manifest(now: list[list], hashes: dict[str, str], root: Path) -> list[dict]:
              "sha256": hashes.get(rel) or sha256_file(root / rel)} for rel, size, mtime in now]
 
 
+def carve(n: int, seed: int) -> dict[str, np.ndarray]:
+    """{"train": indices, "test": indices} of n images: TEST_FRACTION of them (at least 1),
+    chosen by a permutation seeded with `seed`, go to the test split; both sorted, so each
+    split keeps the images' order."""
+    n_test = max(1, round(n * TEST_FRACTION))
+    order = np.random.default_rng(seed).permutation(n)
+    return {"train": np.sort(order[n_test:]), "test": np.sort(order[:n_test])}
+
+
 def checksum(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     """16 hex of sha256 over the decoded tensors: the same data gives the same checksum,
-    however and whenever it was decoded."""
+    however and whenever it was decoded. The shapes are hashed too, so grey (N, H, W) and
+    colour (N, 3, H, W) images never share one; for (N, 28, 28) it is what it always was."""
     h = hashlib.sha256()
     for split in SPLITS:
         images, labels = splits[split]

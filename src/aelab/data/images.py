@@ -1,10 +1,16 @@
-"""Image files made to look like MNIST digits (28x28 uint8, a light digit on black).
+"""Image files: as they are, or made to look like MNIST digits (28x28 uint8, a light digit
+on black).
 
+decode_image: one file of an image-folder dataset as it is: uint8 (H, W) when grey (mode L,
+or RGB with R == G == B everywhere), (H, W, 3) when colour; `grey` converts colour to grey.
+resize: one such image to a given height x width (Pillow's LANCZOS, which averages over the
+area it shrinks).
+decode_digit: one file of an image-folder dataset with the option fit_mnist, fitted into
+28x28 grey keeping its aspect ratio, light on dark.
+Both name each conversion they made, so a dataset build can count them (describe_conversions
+says them in one line).
 read_user_image: one file a person hands the CLI, made MNIST-like by to_mnist (cropped to
 its ink, 20 px on its longer side, centred by mass in 28x28).
-decode_digit: one file of an image-folder dataset, fitted into 28x28 keeping its aspect
-ratio; it also names each conversion it made, so a dataset build can count them
-(describe_conversions says them in one line).
 """
 
 from __future__ import annotations
@@ -33,7 +39,11 @@ CONVERSIONS = {
     "depth": "scaled {n} 16-bit images to 8 bits",
     "fitted": "fitted {n} images of other sizes into 28x28",
     "inverted": "inverted {n} dark-on-light images",
+    "opaque": "dropped the alpha channel of {n} fully opaque images",
+    "resized": "resized {n} images",
+    "colour": "gave {n} grey images three equal channels, as the others are colour",
 }
+ALPHA_HINT = "flatten it onto a background first, or pass the option grey=true (--dataset-option grey=true)"
 
 
 def _border(arr: np.ndarray) -> np.ndarray:
@@ -168,9 +178,9 @@ def _fit(arr: np.ndarray) -> np.ndarray:
     return out
 
 
-def _open_grey(blob: bytes, path: Path):
-    """Decode with Pillow (PNG, JPEG or BMP only); a decompression bomb is an error, even
-    one only over Pillow's warning limit (Image.MAX_IMAGE_PIXELS)."""
+def _open(blob: bytes, path: Path, read):
+    """read(image) of a file decoded with Pillow (PNG, JPEG or BMP only); a decompression
+    bomb is an error, even one only over Pillow's warning limit (Image.MAX_IMAGE_PIXELS)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -178,7 +188,7 @@ def _open_grey(blob: bytes, path: Path):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(blob), formats=_FORMATS) as im:
                 im.load()
-                return _to_grey(im)
+                return read(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(f"{path}: refused as a possible decompression bomb ({e}); shrink the "
                         "image or remove it from the dataset") from None
@@ -188,6 +198,51 @@ def _open_grey(blob: bytes, path: Path):
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise DataError(f"{path}: cannot decode the image ({e}); it may be truncated or "
                         "damaged: replace it with a good copy or remove it") from None
+
+
+def _has_alpha(im) -> bool:
+    return im.mode in _ALPHA_MODES or "transparency" in im.info
+
+
+def _as_they_are(im, path: Path) -> tuple[np.ndarray, list[str]]:
+    """(H, W) grey or (H, W, 3) colour uint8 pixels of a Pillow image, and the conversions
+    that took. An alpha channel that hides nothing (255 everywhere) is dropped; one that does
+    is a DataError, since which background to lay it over is the owner's call."""
+    done = []
+    if _has_alpha(im):
+        if np.asarray(im.convert("RGBA"))[..., 3].min() < 255:
+            raise DataError(f"{path}: has an alpha channel; {ALPHA_HINT}")
+        im = im.convert("L" if im.mode in _GREY_MODES else "RGB")
+        done.append("opaque")
+    if im.mode in _GREY_MODES or im.mode.startswith("I;16"):
+        arr, more = _to_grey(im)
+        return arr, done + more
+    rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return rgb[..., 0].copy(), done  # grey saved as RGB
+    return rgb.copy(), done
+
+
+def decode_image(blob: bytes, path: Path, grey: bool = False) -> tuple[np.ndarray, list[str]]:
+    """The bytes of one image file -> (uint8 (H, W) grey or (H, W, 3) colour, as the file has
+    it; the keys of CONVERSIONS it needed).
+
+    grey: colour becomes grey (ITU-R 601 luma) and transparency is composited over a plain
+    background, as decode_digit does; without it an image with transparency is a DataError.
+    16-bit grey is scaled to 8 bits. Raises DataError naming `path` for anything Pillow cannot
+    decode, or a decompression bomb.
+    """
+    return _open(blob, path, _to_grey if grey else lambda im: _as_they_are(im, path))
+
+
+def resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) -> (h, w) or (h, w, 3) for size (h, w): Pillow's LANCZOS,
+    whose filter widens with the scale, so shrinking averages over each output pixel's area.
+    The aspect ratio follows the size given."""
+    from PIL import Image
+
+    h, w = size
+    return np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
 def decode_digit(blob: bytes, path: Path) -> tuple[np.ndarray, list[str]]:
@@ -200,7 +255,7 @@ def decode_digit(blob: bytes, path: Path) -> tuple[np.ndarray, list[str]]:
     background; a mostly light border (mean > 127) means dark on light, which is inverted.
     Raises DataError naming `path` for anything Pillow cannot decode, or a decompression bomb.
     """
-    arr, done = _open_grey(blob, path)
+    arr, done = _open(blob, path, _to_grey)
     if arr.shape != (SIZE, SIZE):
         arr = _fit(arr)
         done.append("fitted")

@@ -1,8 +1,12 @@
 """load_dataset and dataset_info: the way in to a dataset, by registered name or by path.
 
-A registered name (mnist, fashion-mnist) is made sure of by ensure_dataset, then its IDX
+A fetched name (mnist, fashion-mnist) is made sure of by ensure_dataset, then its IDX
 files are read; results are memoised per process (`_MEMO`), keyed by dataset, split and
-folder, and reused only while both files keep their size, mtime and inode.
+folder, and reused only while both files keep their size, mtime and inode. A packaged name
+(mnist-32, digits, ...) is built once into the data folder and read from there (packaged.py).
+
+Images are uint8 in the dataset layout (shapes.py): (N, H, W) grey, (N, 3, H, W) colour;
+every dataset_info says its image_shape, [C, H, W].
 
 Anything else is a path, decoded by data/custom.py (cached and memoised there). That module
 builds on this one, so this one cannot import it: it plugs its loader in here
@@ -20,9 +24,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DataError
-from .fetch import _ensure, ensure_dataset, refetch_command
+from .fetch import _ensure, _packaged, ensure_dataset, refetch_command
 from .idx import read_idx
-from .registry import _get_spec, is_registered
+from .registry import PACKAGED, _get_spec, is_registered
 from .registry import dataset_checksum as _registered_checksum
 
 if TYPE_CHECKING:
@@ -57,14 +61,16 @@ def _no_options(name: str, options) -> None:
 def load_dataset(name_or_path, split: str = "train",
                  data_dir: str | os.PathLike | None = None, *, options: dict | None = None,
                  log=print, **ensure_kw) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as one uint8 tensor (N, 28, 28) and labels as int64 (N,).
+    """Images as one uint8 tensor, (N, H, W) grey (MNIST: (N, 28, 28)) or (N, 3, H, W)
+    colour, and labels as int64 (N,).
 
-    name_or_path: a registered name (after ensure_dataset), or the path of a dataset folder
-        or .npz file (see data/custom.py; its labels are -1 when it has none). A registered
-        name wins: write ./mnist for a folder of that name.
+    name_or_path: a registered name (after ensure_dataset), or the path of a dataset folder,
+        .npz or .npy file (see data/custom.py; its labels are -1 when it has none). A
+        registered name wins: write ./mnist for a folder of that name.
     split: "train" (60,000 for MNIST) or "test" (10,000).
     data_dir: where registered datasets live, and path datasets' caches (``cache/``).
-    options: for a path only: transpose, split_seed, class_names.
+    options: for a path only: transpose, split_seed, class_names, grey, resize, fit_mnist,
+        layout (data/custom.py).
     log, ensure_kw: go to ensure_dataset; for a path, force=True rebuilds its cache.
     Results are memoised per process while the files stay unchanged; the same tensors are
     returned each time, so treat them as read-only.
@@ -79,6 +85,8 @@ def load_dataset(name_or_path, split: str = "train",
                                       force=bound.arguments["force"])
         return tensors[split]
     _no_options(name_or_path, options)
+    if name_or_path in PACKAGED:
+        return _packaged(**bound.arguments)[2][split]
     spec = _get_spec(name_or_path)
     folder, paths = _ensure(**bound.arguments)
     img_path, lbl_path = paths[f"{split}-images"], paths[f"{split}-labels"]
@@ -100,27 +108,35 @@ def load_dataset(name_or_path, split: str = "train",
 def dataset_info(name_or_path, data_dir: str | os.PathLike | None = None, *,
                  options: dict | None = None, log=print) -> dict:
     """What a run records about its data: name, path (None when registered), kind, checksum,
-    n_train, n_test, class_names, has_labels, carved_test, conversions, options.
+    n_train, n_test, class_names, has_labels, carved_test, conversions, options, and
+    image_shape [C, H, W] ([1, 28, 28] for MNIST); a packaged dataset adds source, licence
+    and built (how it was made).
 
-    A registered dataset's info comes from its spec (nothing is read or fetched); a path's
-    is decoded into its cache first if need be.
+    A fetched dataset's info comes from its spec (nothing is read or fetched); a packaged
+    one is built first if need be, as a path's is decoded into its cache.
     """
     if not is_registered(name_or_path):
         info, _ = _PLUGGED["path"](name_or_path, data_dir, options, log, tensors=False)
         return info
     _no_options(name_or_path, options)
+    if name_or_path in PACKAGED:
+        bound = inspect.signature(ensure_dataset).bind(name_or_path, data_dir, log=log)
+        bound.apply_defaults()  # ensure_dataset's defaults, for the datasets it is built from
+        return _packaged(**bound.arguments, tensors=False)[1]
     spec = _get_spec(name_or_path)
     return {"name": spec.name, "path": None, "kind": "registered",
             "checksum": _registered_checksum(spec.name), "n_train": spec.file("train-images").count,
             "n_test": spec.file("test-images").count, "class_names": list(spec.class_names),
-            "has_labels": True, "carved_test": None, "conversions": {}, "options": {}}
+            "has_labels": True, "carved_test": None, "conversions": {}, "options": {},
+            "image_shape": list(spec.image_shape)}
 
 
 def dataset_checksum(name_or_path, data_dir: str | os.PathLike | None = None,
                      options: dict | None = None) -> str:
-    """16 hex chars naming the content: for a registered name, sha256 over its official file
-    names and md5s; for a path, sha256 over its decoded tensors (see dataset_info)."""
-    if is_registered(name_or_path):
+    """16 hex chars naming the content: for a fetched name, sha256 over its official file
+    names and md5s; for a packaged name or a path, sha256 over its decoded tensors (see
+    dataset_info)."""
+    if is_registered(name_or_path) and name_or_path not in PACKAGED:
         _no_options(name_or_path, options)
         return _registered_checksum(name_or_path)
     return dataset_info(name_or_path, data_dir, options=options, log=None)["checksum"]

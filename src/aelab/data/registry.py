@@ -1,9 +1,14 @@
 """The datasets aelab knows, and where they live.
 
-A dataset lives in ``<data_dir>/<name>/`` under the official file names, e.g.
+Two registries: DATASETS, the ones fetched as official files (mnist, fashion-mnist), and
+PACKAGED, the ones built here, offline, from files aelab or an installed package already has
+(mnist-32, digits, ...; their builders are in packaged.py, which fills PACKAGED).
+
+A fetched dataset lives in ``<data_dir>/<name>/`` under the official file names, e.g.
 ``data/mnist/train-images-idx3-ubyte.gz`` (the uncompressed file is accepted too).
 Each file is described by the md5 and length of the official *uncompressed* bytes, so a
-re-gzipped copy (Debian's, or the ones written here) counts as the original.
+re-gzipped copy (Debian's, or the ones written here) counts as the original. A packaged
+one lives in ``<data_dir>/<name>/<name>.safetensors``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +26,16 @@ from ..errors import DataError
 
 __all__ = [
     "DATASETS",
+    "PACKAGED",
     "DatasetSpec",
     "FileSpec",
+    "PackagedSpec",
     "PypiSource",
+    "catalogue",
     "dataset_checksum",
     "default_data_dir",
     "is_registered",
+    "registered_names",
 ]
 
 DIGITS = tuple(str(d) for d in range(10))
@@ -88,6 +97,37 @@ class DatasetSpec:
                 return fs
         raise KeyError(key)
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of its images: (1, 28, 28) for the MNIST family's (N, 28, 28) files."""
+        shape = self.file("train-images").shape[1:]
+        return (1, *shape) if len(shape) == 2 else (shape[2], *shape[:2])
+
+
+# (train images, train labels, test images, test labels): uint8 (N, H, W) or (N, 3, H, W),
+# int64 (N,) with -1 for no label
+Arrays = tuple
+
+
+@dataclass(frozen=True)
+class PackagedSpec:
+    """A dataset built once into the data folder from files already here (packaged.py)."""
+
+    name: str
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    n_train: int
+    n_test: int
+    source: str  # where the images come from, one line
+    licence: str
+    built: str  # how they are made into this dataset, one line
+    build: Callable[[dict[str, Path]], Arrays]  # {needed dataset: its folder} -> the arrays
+    needs: tuple[str, ...] = ()  # registered datasets whose verified files the build reads
+    requires: tuple[str, ...] = ()  # modules the build imports ...
+    install: str = ""  # ... and the command that installs them
+    class_names: tuple[str, ...] = ()  # a name per label; () when there are no labels
+    carved: bool = False  # whether the test split is a seeded 1/6 carved out (cache.carve)
+    recipe: int = 1  # raised whenever `build` changes its output, so older builds are redone
+
 
 def _mnist_family_files(md5s: Sequence[str]) -> tuple[FileSpec, ...]:
     """The four files every MNIST-style dataset has, in the official order."""
@@ -140,19 +180,51 @@ FASHION_MNIST = DatasetSpec(
 )
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+PACKAGED: dict[str, PackagedSpec] = {}  # filled by packaged.py
 
 
 def is_registered(name_or_path) -> bool:
-    """Whether `name_or_path` names a registered dataset (anything else is taken as a path)."""
-    return isinstance(name_or_path, str) and name_or_path in DATASETS
+    """Whether `name_or_path` names a registered dataset, fetched or packaged (anything else
+    is taken as a path)."""
+    return isinstance(name_or_path, str) and (name_or_path in DATASETS or name_or_path in PACKAGED)
+
+
+def registered_names() -> list[str]:
+    """Every registered name: the fetched ones, then the packaged ones, each sorted."""
+    return [*sorted(DATASETS), *sorted(PACKAGED)]
+
+
+def _unknown(name: str) -> DataError:
+    known = ", ".join(sorted(DATASETS))
+    built = f"; or one built here: {', '.join(sorted(PACKAGED))}" if PACKAGED else ""
+    return DataError(f"unknown dataset {name!r}: choose one of {known}{built}")
 
 
 def _get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        known = ", ".join(sorted(DATASETS))
-        raise DataError(f"unknown dataset {name!r}: choose one of {known}") from None
+        raise _unknown(name) from None
+
+
+# Where each fetched dataset comes from, and its licence (a packaged one's spec says).
+_ABOUT = {
+    "mnist": ("MNIST (LeCun, Cortes & Burges), the official files", "CC BY-SA 3.0"),
+    "fashion-mnist": ("Fashion-MNIST (Zalando Research), the official files", "MIT"),
+}
+
+
+def catalogue() -> list[dict]:
+    """One row per registered dataset, fetched then packaged: name, image_shape (C, H, W),
+    n_train, n_test, source, licence."""
+    rows = [{"name": spec.name, "image_shape": spec.image_shape,
+             "n_train": spec.file("train-images").count, "n_test": spec.file("test-images").count,
+             "source": _ABOUT.get(spec.name, ("official files", "see its source"))[0],
+             "licence": _ABOUT.get(spec.name, ("", "see its source"))[1]}
+            for spec in (DATASETS[n] for n in sorted(DATASETS))]
+    return rows + [{"name": p.name, "image_shape": p.image_shape, "n_train": p.n_train,
+                    "n_test": p.n_test, "source": p.source, "licence": p.licence}
+                   for p in (PACKAGED[n] for n in sorted(PACKAGED))]
 
 
 def default_data_dir() -> Path:

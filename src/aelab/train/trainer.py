@@ -41,6 +41,8 @@ from ..data.batches import (
 from ..errors import AelabError
 from ..figures import image_rows
 from ..models import build_model, count_parameters, model_record, rebuild_model
+from ..models.contract import DEFAULT_IMAGE_SHAPE
+from ..models.contract import image_shape as model_image_shape
 from ..runs import (
     checkpoint_path,
     new_run_dir,
@@ -170,7 +172,7 @@ class Trainer:
             val_x = binarize_u8(val_x, BINARIZE_TEST_SEED + 1) if val_x is not None else None
         if c.binarize == "static":  # one fixed binarization of the training images
             train_x = binarize_u8(train_x, c.seed + 3)
-        self.train_x = train_x.to(self.device)  # (N, 28, 28) uint8, resident on the device
+        self.train_x = train_x.to(self.device)  # uint8 (N, H, W) grey or (N, 3, H, W), on the device
         self.val_x = val_x.to(self.device) if val_x is not None else None
         self.test_x = test_x.to(self.device)
         self.fig_idx = figure_digits(test_y)
@@ -182,18 +184,40 @@ class Trainer:
             record = json.loads(checkpoint_path(self.run_dir, "last").with_suffix(".json").read_text())
             model = rebuild_model(record["model"])
         else:
-            model = build_model(c.model, **c.model_args)
+            model = build_model(c.model, image_shape=self._image_shape(), **self._model_args())
         self.model = model.to(self.device)
         if uses_convolutions(self.model):
             # NHWC weights let oneDNN/cuDNN pick their fast convolution kernels
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, c, self.device)
 
+    def _image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the dataset's images: the shape every model of this run is built for."""
+        return tuple(self.dataset_info.get("image_shape") or DEFAULT_IMAGE_SHAPE)
+
+    def _model_args(self) -> dict:
+        """The config's model arguments; an image_shape among them must be the dataset's."""
+        args = dict(self.config.model_args)
+        given = args.pop("image_shape", None)
+        if given is not None and tuple(given) != self._image_shape():
+            raise AelabError(f"model_args image_shape={list(given)} but {self.config.dataset}'s "
+                             f"images are {list(self._image_shape())}; leave image_shape out: "
+                             "the model takes the dataset's")
+        return args
+
+    def _recorded_args(self) -> dict:
+        """The arguments that rebuild this model: the config's, with the image shape where the
+        model took one other than (1, 28, 28) (old runs, without it, load at 28x28)."""
+        args = self._model_args()
+        shape = model_image_shape(self.model)
+        return args if shape == DEFAULT_IMAGE_SHAPE else {**args, "image_shape": list(shape)}
+
     def checkpoint_meta(self, epoch: int) -> dict:
         """The description every checkpoint of this run carries (see aelab.runs)."""
         c = self.config
         return {
-            "model": {"name": c.model, "args": c.model_args, **model_record(c.model)},
+            "model": {"name": c.model, "args": self._recorded_args(), **model_record(c.model)},
+            "image_shape": list(model_image_shape(self.model)),
             "latent_dim": int(self.model.latent_dim),
             "params": count_parameters(self.model),
             "config": c.to_dict(),
@@ -394,7 +418,7 @@ class Trainer:
 
     def _mse(self, images: torch.Tensor) -> float:
         sse = reconstruction_sse(self.model, images, self.config.eval_batch_size)
-        return sse.mean().item() / 784
+        return sse.mean().item() / math.prod(model_image_shape(self.model))  # per pixel and channel
 
     def _one_epoch(self, epoch: int) -> None:
         c = self.config
@@ -435,19 +459,19 @@ class Trainer:
     @torch.inference_mode()
     def draw_reconstructions(self, path: Path, epoch: int) -> Path:
         self.model.eval()
-        x = to_float(self.test_x[self.fig_idx.to(self.device)])
-        rows = [("original", x.cpu()[:, 0].numpy())]
+        x = to_float(self.test_x[self.fig_idx.to(self.device)])  # (n, C, H, W)
+        rows = [("original", x.cpu())]
         if self.config.noise:
             gen = epoch_generator(self.config.seed + 2, 0, self.device)
             x_in = corrupt(x, self.config.noise, gen)
-            rows = [("corrupted", x_in.cpu()[:, 0].numpy())]
+            rows = [("corrupted", x_in.cpu())]
         else:
             x_in = x
-        recon = self.model(x_in).float().cpu()[:, 0].numpy()
+        recon = self.model(x_in).float().cpu()
         label = "denoised" if self.config.noise else "reconstr."
         rows.append((label, recon))
         if self.config.noise:
-            rows.append(("clean", x.cpu()[:, 0].numpy()))
+            rows.append(("clean", x.cpu()))
         return image_rows(rows, path, title=f"{self.config.model}, epoch {epoch}")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...data import DATASETS, load_dataset
+from ...data import is_registered, load_dataset
 from ...data.batches import encode_all
 from ...errors import AelabError
 from ...runs import load_run
@@ -169,7 +169,7 @@ class Explorer:
 def _dataset_name(dataset: str) -> str:
     """A registered name as it is; a dataset given by path by its last part only (no file
     paths leave the server)."""
-    return dataset if dataset in DATASETS else Path(dataset).name
+    return dataset if is_registered(dataset) else Path(dataset).name
 
 
 def load_explorer(run_dirs, checkpoint: str = "best", data_dir=None,
@@ -185,6 +185,10 @@ def load_explorer(run_dirs, checkpoint: str = "best", data_dir=None,
     models = []
     for model_id, d in zip(unique_ids(run_dirs), run_dirs, strict=True):
         run = load_run(d, checkpoint, device="cpu", data_dir=data_dir)  # data: fitted samplers
+        if run.image_shape != (1, 28, 28):  # the page's canvas, sliders and API are 28x28 grey
+            raise AelabError(f"{d}: its images are {'x'.join(map(str, run.image_shape))}; the "
+                             "explorer serves 28x28 grey models only so far: use `aelab explore` "
+                             "and `aelab sample` for this run")
         name, options = ((dataset, dataset_options) if dataset is not None
                          else (run.config.dataset, run.config.dataset_options))
         key = (name, json.dumps(options or {}, sort_keys=True))
