@@ -283,3 +283,11 @@ def test_readme_command_table_lists_every_baseline():
                           README.read_text(encoding="utf-8"), re.M))
     assert rows == set(method.choices), (
         f"README.md's command table lists baselines {sorted(rows)}; aelab has {sorted(method.choices)}")
+
+
+def test_data_page_lists_every_registered_dataset():
+    from aelab.data.registry import registered_names
+
+    text = (ROOT / "docs" / "data.md").read_text(encoding="utf-8")
+    missing = [n for n in registered_names() if f"| `{n}` |" not in text]
+    assert not missing, f"docs/data.md's datasets table lacks {missing}"
