@@ -1,6 +1,6 @@
 """One training step, and the one door that chooses it.
 
-A Step is called with the model's input and the clean target, both (B, 1, 28, 28) float32,
+A Step is called with the model's input and the clean target, both (B, C, H, W) float32,
 and optional per-image weights (B,) (the padded batches of --cuda-graphs); it does the
 forward pass, the backward pass and the optimizer update, and returns, without
 synchronising the device, the batch's mean loss as a 0-dim tensor where the model's loss is

@@ -311,7 +311,7 @@ class Trainer:
             if c.schedule != "constant":
                 for group in opt.param_groups:
                     group["lr"] = c.lr * lr_factor(c.schedule, step0 + s, total_steps)
-            x = to_float(torch.index_select(self.train_x, 0, idx))  # (B, 1, 28, 28)
+            x = to_float(torch.index_select(self.train_x, 0, idx))  # (B, C, H, W)
             if dynamic is not None:  # a fresh Bernoulli(pixel) sample of each image drawn
                 x = binarize(x, dynamic)
             x_in = corrupt(x, c.noise, noise_gen)
