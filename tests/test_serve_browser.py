@@ -9,6 +9,7 @@ import os
 import shutil
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from conftest import serve_process
 from PIL import Image
 from test_samplers import prefit
+from test_serve_shapes import train_shape_runs
 
 from aelab.data import load_dataset
 
@@ -55,17 +57,24 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, server_url):
+@contextmanager
+def opened(browser, url: str):
+    """The page at `url`, once loaded; after, no script errors and no failed requests."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-    page.goto(server_url)
+    page.goto(url)
     page.wait_for_selector("body[data-ready='1']", timeout=15_000)
     yield page
     page.close()
-    assert not errors, errors  # no script errors and no failed requests
+    assert not errors, errors
+
+
+@pytest.fixture
+def page(browser, server_url):
+    with opened(browser, server_url) as page:
+        yield page
 
 
 def settle(page, timeout: float = 10.0):
@@ -236,3 +245,73 @@ def test_interaction_latency_and_screenshot(page, tmp_path, capsys):
     assert (tmp_path / "explorer.png").stat().st_size > 20_000
     if os.environ.get("AELAB_UPDATE_SCREENSHOT") == "1":
         shutil.copy(tmp_path / "explorer.png", ROOT / "docs" / "explorer.png")
+
+
+# --- models of other shapes ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shapes_url(seed_runs, mnist_dir, tmp_path_factory):
+    """`aelab serve` of the seed runs beside test_serve_shapes' grey 1x8x8 VAE and colour
+    3x16x16 RAE (trained once per session), their fitted samplers saved beforehand."""
+    shape_runs = train_shape_runs(tmp_path_factory, mnist_dir)
+    runs = [seed_runs["linear"], seed_runs["conv"], shape_runs["digits-vae"], shape_runs["patches-rae"]]
+    prefit(runs, mnist_dir)
+    with serve_process(runs, mnist_dir, 100) as url:
+        yield url
+
+
+def rgba(page, selector: str) -> np.ndarray:
+    """A canvas's own pixels, (H, W, 4) RGBA."""
+    w, h, data = page.evaluate("""s => { const c = document.querySelector(s), ctx = c.getContext('2d');
+        return [c.width, c.height, Array.from(ctx.getImageData(0, 0, c.width, c.height).data)]; }""",
+                               selector)
+    return np.array(data).reshape(h, w, 4)
+
+
+def shown(page, selector: str, shape) -> np.ndarray:
+    """A canvas painted (opaque) at the image size of `shape` (C, H, W), not all black: RGB."""
+    image = rgba(page, selector)
+    assert image.shape == (shape[1], shape[2], 4), selector
+    assert (image[..., 3] == 255).all() and image[..., :3].max() > 0, selector
+    return image[..., :3]
+
+
+def test_models_of_every_shape_show_images_on_load_in_their_size_and_colour(browser, shapes_url, tmp_path):
+    shapes = {"linear": (1, 28, 28), "conv": (1, 28, 28), "digits-vae": (1, 8, 8),
+              "patches-rae": (3, 16, 16)}
+    with opened(browser, shapes_url) as page:
+        settle(page)
+        assert page.is_visible("#pad")  # grey models are served: there is something to draw on
+        shown(page, "#preview", (1, 28, 28))  # the first model's test image 0, on load
+        for m, shape in shapes.items():  # on load: input, reconstruction, sliders, samples
+            for part in ("input", "recon", "slider-out"):
+                shown(page, card(m, part), shape)
+            assert page.locator(card(m, "sample-first") + " canvas").count() == 8
+            shown(page, f"{card(m, 'sample-first')} canvas:nth-child(1)", shape)
+            assert page.locator(card(m, "sample-grid") + " canvas").count() == 0
+        colour = {part: shown(page, card("patches-rae", part), shapes["patches-rae"])
+                  for part in ("input", "recon")}
+        for part, image in colour.items():
+            assert (image[..., 0] != image[..., 1]).any(), part  # colour, not grey
+        grey = shown(page, card("digits-vae", "recon"), shapes["digits-vae"])
+        assert (grey[..., 0] == grey[..., 1]).all()
+
+        draw(page, ONE)  # a drawing goes to the grey models only, fitted to each one's size
+        assert not np.array_equal(shown(page, card("digits-vae", "recon"), (1, 8, 8)), grey)
+        assert np.array_equal(shown(page, card("patches-rae", "recon"), (3, 16, 16)), colour["recon"])
+
+        page.select_option("#test-source", "patches-rae")  # a colour test image, by the picker
+        settle(page)
+        picked = shown(page, "#test-view", (3, 16, 16))
+        assert (picked[..., 0] != picked[..., 1]).any()
+        np.testing.assert_array_equal(shown(page, card("patches-rae", "input"), (3, 16, 16)), picked)
+
+        red_blue = np.zeros((32, 32, 3), np.uint8)  # an uploaded PNG: resized, colour kept
+        red_blue[:, :16, 0] = red_blue[:, 16:, 2] = 255
+        Image.fromarray(red_blue).save(tmp_path / "red-blue.png")
+        page.set_input_files("#upload", str(tmp_path / "red-blue.png"))
+        settle(page)
+        seen = shown(page, card("patches-rae", "input"), (3, 16, 16))
+        np.testing.assert_array_equal(seen[:, :6], [[[255, 0, 0]] * 6] * 16)  # R, G, B planes
+        np.testing.assert_array_equal(seen[:, 10:], [[[0, 0, 255]] * 6] * 16)  # in their order

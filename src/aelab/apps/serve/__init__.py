@@ -2,18 +2,21 @@
 
 `create_app(run_dirs)` loads every run once at start-up and computes what the page needs
 (test codes projected to 2-D for the latent map, directions for the sliders). A request
-names a model by its id (the run folder's name), never by a path. Images travel as 784
-numbers in [0, 1] (row-major, or 28 rows of 28), codes as arrays of numbers. Bad input
-gets a 4xx that names what is wrong; a body over MAX_BODY_BYTES gets a 413.
+names a model by its id (the run folder's name), never by a path. Models of any image
+shape (C, H, W) are served side by side; an image travels as its model's C*H*W numbers in
+[0, 1], channels first, row-major (a grey one may also come as H rows of W), a code as an
+array of numbers. Bad input gets a 4xx that names what is wrong; a body over MAX_BODY_BYTES
+gets a 413.
 
 Modules, bottom to top:
 
 - schemas.py: input checks (check_image/check_code/check_point, RequestError), the
-  pydantic request models (built per app by request_models: model ids and code sizes
-  come from the runs served) and the response models;
+  pydantic request and response models (built per app by request_models and
+  response_models: model ids, code sizes and image shapes come from the runs served);
 - inference.py: the loaded models (Model, Explorer, load_explorer), the projections
-  behind the latent map and the sliders, and samples (LoadedRun.sample_codes: a fitted
-  sampler is fitted on its first request, off the event loop, and kept in the run folder);
+  behind the latent map and the sliders, the test images behind the map, and samples
+  (LoadedRun.sample_codes: a fitted sampler is fitted on its first request, off the event
+  loop, and kept in the run folder);
 - middleware.py: server-side timings (/api/stats, Server-Timing) and the body-size limit;
 - api.py: the routes, error handlers and create_app; bind and host_warning for the server;
 - static/: the page itself. The `aelab serve` command is aelab/cli/serve.py.

@@ -1,8 +1,8 @@
 """The HTTP layer of the explorer: the JSON API's routes, its error handlers, the page and
 its API docs, and `create_app`; `bind` and `host_warning` for the server (`aelab serve`).
 
-Endpoints answer with orjson-encoded bytes: json.dumps of 784 floats (0.2 ms) takes longer
-than the linear model's forward pass (0.06 ms); orjson takes 0.02 ms.
+Endpoints answer with orjson-encoded bytes: json.dumps of a 28x28 image's 784 floats (0.2 ms)
+takes longer than the linear model's forward pass (0.06 ms); orjson takes 0.02 ms.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time.
@@ -13,11 +13,11 @@ import ipaddress
 import json
 import socket
 import sys
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated
 
 import orjson
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
@@ -31,25 +31,20 @@ from . import MAP_SIZE
 from .inference import Explorer, load_explorer, pixels_out
 from .middleware import MAX_BODY_BYTES, BodyLimitMiddleware, TimingMiddleware, Timings
 from .schemas import (
-    IMAGE_SHAPE,
+    IMAGE_LAYOUT,
     CodeOut,
-    CompareOut,
     DirectionsOut,
-    ImageOut,
-    InterpolateOut,
     InvalidOut,
-    MapDecodeOut,
     MapOut,
     MessageOut,
     ModelInfo,
-    ReconstructOut,
     RequestError,
     RouteTimes,
-    SampleOut,
     request_models,
+    response_models,
 )
 
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = FilePath(__file__).parent / "static"
 PAGE_HEADERS = {  # the page loads nothing from elsewhere, and the browser enforces that
     "content-security-policy": "default-src 'self'; img-src 'self' data: blob:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
@@ -69,6 +64,8 @@ def json_response(obj, status: int = 200) -> Response:
 
 def _error_handlers():
     async def request_error(_request, exc: RequestError):
+        if exc.status != 422:  # as documented: a list of problems for 422, else one message
+            return json_response({"detail": str(exc)}, exc.status)
         detail = [{"loc": list(exc.loc), "msg": str(exc), "type": "value_error"}]
         return json_response({"detail": detail}, exc.status)
 
@@ -104,6 +101,8 @@ BODY_ERRORS = {**INVALID,
                400: {"model": MessageOut, "description": "the body cannot be read (not UTF-8, or "
                      "nested too deep)"},
                413: {"model": MessageOut, "description": "the body is over the size limit"}}
+NO_TEST_IMAGE = {404: {"model": MessageOut, "description": "the model's dataset has fewer "
+                       "test images (see test_images in GET /api/models)"}}
 UNFITTED = {503: {"model": MessageOut, "description": "the sampler is fitted to the run's "
                   "training codes on first use, and that failed here (e.g. the run's dataset "
                   "is not on the server)"}}
@@ -115,7 +114,9 @@ def _add_model_routes(app, ex: Explorer) -> None:
     (with 50 clients a thread pool measured 40x worse server-side p50; a much larger model
     would want plain `def` instead). See benchmarks/serve_load.py."""
     req = request_models({m.id: m.latent_dim for m in ex.models.values()},
-                         {m.id: m.run.samplers for m in ex.models.values()})
+                         {m.id: m.run.samplers for m in ex.models.values()},
+                         {m.id: m.image_shape for m in ex.models.values()})
+    out = response_models({m.id: m.image_shape for m in ex.models.values()})
     post = functools.partial(app.post, responses=BODY_ERRORS)
     get = functools.partial(app.get, responses=INVALID)
     ModelQuery = Annotated[req.model_id, Query()]
@@ -125,36 +126,50 @@ def _add_model_routes(app, ex: Explorer) -> None:
     def cached_json(kind: str, model_id: str):
         return Response(cached[kind, model_id], media_type="application/json")
 
-    @app.get("/api/models", response_model=list[ModelInfo], summary="The models served, with code sizes")
+    @app.get("/api/models", response_model=list[ModelInfo],
+             summary="The models served, with code sizes and image shapes")
     async def models():
         return json_response([m.info() for m in ex.models.values()])
+
+    most = max(len(m.test_images) for m in ex.models.values())
+    Index = Annotated[int, Path(ge=0, le=most - 1, description=(
+        "0 to the model's test_images - 1 (GET /api/models)"))]
+
+    # {id}: the model's "id" in GET /api/models (its "model" is the family: "vae", ...)
+    @app.get("/api/models/{id}/test-image/{index}", response_model=out.TestImageOut,
+             responses={**INVALID, **NO_TEST_IMAGE},
+             summary="Test image `index` of the model's dataset (the latent map's point `index`)")
+    async def test_image(model_id: Annotated[req.model_id, Path(alias="id")], index: Index):
+        return json_response(ex.get(model_id).test_image(index))
 
     @post("/api/encode", response_model=CodeOut, summary="Image -> code")
     async def encode(body: req.ImageIn):
         m = ex.get(body.model)
         return json_response({"model": m.id, "code": m.encode(body.image).numpy()})
 
-    @post("/api/decode", response_model=ImageOut, summary="Code -> image")
+    @post("/api/decode", response_model=out.ImageOut, summary="Code -> image")
     async def decode(body: req.CodeIn):
         m = ex.get(body.model)
         return json_response({"model": m.id, "image": pixels_out(m.decode(body.code))})
 
-    @post("/api/reconstruct", response_model=ReconstructOut, summary="Image -> code -> image")
+    @post("/api/reconstruct", response_model=out.ReconstructOut, summary="Image -> code -> image")
     async def reconstruct(body: req.ImageIn):
         return json_response(ex.get(body.model).reconstruct(body.image))
 
-    @post("/api/compare", response_model=CompareOut,
-          summary="One image through several models (one request: what the page sends per stroke)")
+    @post("/api/compare", response_model=out.CompareOut,
+          summary="One image through several models of its shape (one request: what the page "
+          "sends per stroke)")
     async def compare(body: req.CompareIn):
+        # None only where one shape is served (else each shape's body defaults to its models)
         ids = body.models if body.models is not None else list(ex.models)
         return json_response({"results": [ex.get(i).reconstruct(body.image) for i in ids]})
 
     @get("/api/map", response_model=MapOut,
-         summary="Test codes in 2-D (the codes, or their PCA) with digit labels")
+         summary="Test codes in 2-D (the codes, or their PCA) with their labels")
     async def latent_map(model: ModelQuery):
         return cached_json("map", model)
 
-    @post("/api/map/decode", response_model=MapDecodeOut, summary="Map point -> code -> image")
+    @post("/api/map/decode", response_model=out.MapDecodeOut, summary="Map point -> code -> image")
     async def map_decode(body: req.PointIn):
         m = ex.get(body.model)
         code = m.plane_code(body.point)
@@ -167,14 +182,14 @@ def _add_model_routes(app, ex: Explorer) -> None:
     async def directions(model: ModelQuery):
         return cached_json("directions", model)
 
-    @post("/api/interpolate", response_model=InterpolateOut,
+    @post("/api/interpolate", response_model=out.InterpolateOut,
           summary="Decode the straight line between two codes (or encoded images)")
     async def interpolate(body: req.InterpolateIn):
         m = ex.get(body.model)
         codes, images = m.interpolate(body.start, body.end, body.steps)
         return json_response({"model": m.id, "codes": codes.numpy(), "images": pixels_out(images)})
 
-    @app.post("/api/sample", response_model=SampleOut, responses={**BODY_ERRORS, **UNFITTED},
+    @app.post("/api/sample", response_model=out.SampleOut, responses={**BODY_ERRORS, **UNFITTED},
               summary="Random codes from one of the model's samplers, decoded")
     async def sample(body: req.SampleIn):
         m = ex.get(body.model)
@@ -253,7 +268,9 @@ def create_app(run_dirs, checkpoint: str = "best", data_dir=None, map_size: int 
     # FastAPI's own /docs loads Swagger UI from a CDN; ours is rendered here, so it works offline
     app = FastAPI(title="aelab explorer", version=__version__, docs_url=None, redoc_url=None,
                   description="Encode, decode and explore the latent spaces of trained autoencoders. "
-                  f"Images are {IMAGE_SHAPE}; codes are arrays of numbers.",
+                  f"Images are {IMAGE_LAYOUT} (each model's image_shape [C, H, W] is in GET "
+                  "/api/models; a grey image may also come as H rows of W); codes are arrays "
+                  "of numbers.",
                   exception_handlers=_error_handlers())
     _add_model_routes(app, explorer)
     _add_page_routes(app)

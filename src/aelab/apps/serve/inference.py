@@ -1,11 +1,13 @@
 """The models served and what the page needs of them: inference on single images and codes,
 the latent map (test codes in 2-D) and the slider directions, computed once at start-up,
-and decoded samples from each model's samplers."""
+the test images behind the map, and decoded samples from each model's samplers. Each model
+takes and makes images of its run's shape (C, H, W); the API carries them flat, C*H*W
+numbers, channels first, row-major."""
 
 from __future__ import annotations
 
 import json
-
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +15,11 @@ import numpy as np
 import torch
 
 from ...data import is_registered, load_dataset
-from ...data.batches import encode_all
+from ...data.batches import encode_all, to_float
 from ...errors import AelabError
 from ...runs import load_run
 from . import MAP_SIZE
-from .schemas import PIXELS, ImageEnd, RequestError
+from .schemas import ImageEnd, RequestError, image_text, shape_name
 
 MAX_SLIDERS = 8  # above this many code numbers the sliders follow principal directions
 IMAGE_DIGITS = 4  # decimals sent per pixel: finer than one 8-bit grey level (1/255)
@@ -65,8 +67,14 @@ def unique_ids(run_dirs) -> list[str]:
 
 
 def pixels_out(images: torch.Tensor) -> np.ndarray:
-    """(..., 1, 28, 28) tensor -> float32 array (..., 784), rounded to IMAGE_DIGITS decimals."""
-    return np.round(images.reshape(*images.shape[:-3], PIXELS).numpy(), IMAGE_DIGITS)
+    """(..., C, H, W) tensor -> float32 array (..., C*H*W), channels first and row-major,
+    rounded to IMAGE_DIGITS decimals."""
+    return np.round(images.reshape(*images.shape[:-3], -1).numpy(), IMAGE_DIGITS)
+
+
+def images_shape(images_u8: torch.Tensor) -> tuple[int, int, int]:
+    """(C, H, W) of dataset images: uint8 (N, H, W) grey or (N, 3, H, W) colour."""
+    return (1, *images_u8.shape[1:]) if images_u8.ndim == 3 else tuple(images_u8.shape[1:])
 
 
 class Model:
@@ -75,6 +83,9 @@ class Model:
     def __init__(self, model_id: str, run, images_u8: torch.Tensor, labels: torch.Tensor):
         self.id, self.run, self.net = model_id, run, run.model
         self.latent_dim = int(run.model.latent_dim)
+        self.image_shape = tuple(run.image_shape)  # (C, H, W)
+        self.pixels = math.prod(self.image_shape)  # an image's numbers in the API: C*H*W
+        self.test_images, self.test_labels = images_u8, labels  # the map's points, in order
         codes = encode_all(self.net, images_u8, batch_size=ENCODE_CHUNK)
         self.sliders = project_codes(codes, MAX_SLIDERS)
         self.plane = project_codes(codes, 2)
@@ -88,7 +99,17 @@ class Model:
                 "epoch": meta.get("epoch"),
                 "test_mse": (meta.get("metrics") or {}).get("test_mse"),
                 "sliders": {"kind": self.sliders.kind, "count": int(self.sliders.axes.shape[0])},
-                "map": {"kind": self.plane.kind}, "samplers": list(self.run.samplers)}
+                "map": {"kind": self.plane.kind}, "samplers": list(self.run.samplers),
+                "image_shape": list(self.image_shape), "test_images": len(self.test_images)}
+
+    def test_image(self, index: int) -> dict:
+        """Test image `index` (the latent map's point `index`), as the API sends images."""
+        if not 0 <= index < len(self.test_images):
+            raise RequestError(f"model {self.id!r} has {len(self.test_images)} test images: "
+                               f"give an index from 0 to {len(self.test_images) - 1}", status=404)
+        image = to_float(self.test_images[index : index + 1])[0]  # (C, H, W)
+        return {"model": self.id, "index": index, "label": int(self.test_labels[index]),
+                "image": pixels_out(image)}
 
     def _map_json(self, xy: torch.Tensor, labels: torch.Tensor) -> dict:
         if xy.shape[1] < 2:  # a 1-number code: the map is a line
@@ -113,12 +134,19 @@ class Model:
         return torch.from_numpy(code)
 
     def encode(self, pixels: np.ndarray) -> torch.Tensor:
+        """C*H*W numbers, channels first and row-major (the request models checked them)
+        -> the code (D,)."""
+        if pixels.size != self.pixels:  # an image checked for another model's shape
+            raise RequestError(f"model {self.id!r} takes images of {image_text(self.image_shape)}; "
+                               f"got {pixels.size} numbers", loc=("body", "image"))
         with torch.inference_mode():
-            return self.net.encode(torch.from_numpy(pixels).view(1, 1, 28, 28))[0]  # (D,)
+            return self.net.encode(torch.from_numpy(pixels).view(1, *self.image_shape))[0]
 
     def decode_many(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, D) -> images (B, C, H, W) in [0, 1]."""
         with torch.inference_mode():  # sanitised so a response can never hold NaN
-            return torch.nan_to_num(self.net.decode(codes).float(), 0.0).clamp(0, 1)  # (B,1,28,28)
+            images = self.net.decode(codes).float().reshape(len(codes), *self.image_shape)
+            return torch.nan_to_num(images, 0.0).clamp(0, 1)
 
     def decode(self, code: np.ndarray) -> torch.Tensor:
         return self.decode_many(self._code(code).view(1, -1))[0]
@@ -185,15 +213,17 @@ def load_explorer(run_dirs, checkpoint: str = "best", data_dir=None,
     models = []
     for model_id, d in zip(unique_ids(run_dirs), run_dirs, strict=True):
         run = load_run(d, checkpoint, device="cpu", data_dir=data_dir)  # data: fitted samplers
-        if run.image_shape != (1, 28, 28):  # the page's canvas, sliders and API are 28x28 grey
-            raise AelabError(f"{d}: its images are {'x'.join(map(str, run.image_shape))}; the "
-                             "explorer serves 28x28 grey models only so far: use `aelab explore` "
-                             "and `aelab sample` for this run")
         name, options = ((dataset, dataset_options) if dataset is not None
                          else (run.config.dataset, run.config.dataset_options))
         key = (name, json.dumps(options or {}, sort_keys=True))
         if key not in test_sets:
             x, y = load_dataset(name, "test", data_dir=data_dir, options=options)
             test_sets[key] = (x[:map_size], y[:map_size])
+        shape = images_shape(test_sets[key][0])
+        if shape != tuple(run.image_shape):
+            raise AelabError(f"{d}: the model takes {shape_name(run.image_shape)} images but "
+                             f"the test images of {_dataset_name(name)} are {shape_name(shape)}: "
+                             "serve it with a dataset of its own shape (or its own, without "
+                             "--dataset)")
         models.append(Model(model_id, run, *test_sets[key]))
     return Explorer(models)

@@ -1,5 +1,9 @@
-// aelab explorer: draw a digit and watch every loaded model encode and decode it.
-// Plain browser JavaScript: no build step, nothing loaded from anywhere but this server.
+// aelab explorer: draw a digit (or pick a test image, or upload a PNG) and watch every loaded
+// model encode and decode it. Plain browser JavaScript: no build step, nothing loaded from
+// anywhere but this server.
+//
+// Each model takes and makes images of its own shape [C, H, W] (GET /api/models), which
+// travel as C*H*W numbers in [0, 1], channels first, row-major: C planes of H rows of W.
 "use strict";
 
 const SIZE = 28; // MNIST images are 28x28...
@@ -7,9 +11,12 @@ const BOX = 20; // ...with the digit fitted into a 20x20 box (LeCun et al., the 
 const STROKE = 18; // pen width on the 280-px pad: about 2 px once fitted into the box
 const INK = 0.02; // pad values above this count as ink when finding the digit's box
 // MNIST's digits have their centre of mass on pixel (14, 14), half a pixel past the middle
-// of the 28x28 field (measured on the 10,000 test digits: 13.99, 14.01 on average).
+// of the 28x28 field (measured on the 10,000 test digits: 13.99, 14.01 on average). Other
+// grey sizes get the same recipe scaled: the box 20/28 of the side, the centre as far past
+// the middle in proportion.
 const CENTRE = SIZE / 2 + 0.5;
 const SAMPLES = 16; // images per click of a card's Sample button: two rows of 8
+const FIRST_SAMPLES = 8; // the row of samples each card shows on load
 const MAX_SEED = 4294967295; // the API's largest seed
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
   "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]; // one colour per digit
@@ -18,8 +25,13 @@ const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 const timings = { draw: [], slider: [] };
 window.__aelabTimings = timings;
 
-const state = { models: [], cards: new Map(), pixels: null, slots: { a: null, b: null } };
+// inputs: the image each shape's models reconstruct now, by shape key ("1x28x28"), as
+// { shape, pixels }; recon: per shape key, the latest-only job that sends one to them.
+const state = { models: [], cards: new Map(), inputs: new Map(), recon: new Map(), slots: { a: null, b: null } };
 const $ = (sel, root = document) => root.querySelector(sel);
+const shapeKey = (shape) => shape.join("x");
+const isGrey = (shape) => shape[0] === 1;
+const shapeText = ([c, h, w]) => `${c}×${h}×${w}`;
 
 // --- talking to the server ----------------------------------------------------------------
 
@@ -63,33 +75,37 @@ async function track(promise) {
 }
 
 // Runs `work` on the newest job only: while one request is in flight, newer jobs replace
-// each other, so a fast stream of pointer events never queues up stale requests.
+// each other, so a fast stream of pointer events never queues up stale requests. Each call
+// returns a promise that resolves once the queue is empty (its job, or a newer one, done).
 function latest(work) {
-  let busy = false;
+  let busy = null;
   let next = null;
   async function pump() {
-    busy = true;
     while (next !== null) {
       const job = next;
       next = null;
       await track(work(job));
     }
-    busy = false;
+    busy = null;
   }
   return (job) => {
     next = job;
-    if (!busy) pump();
+    if (!busy) busy = pump();
+    return busy;
   };
 }
 
 // --- images -----------------------------------------------------------------------------
 
-function paintDigit(canvas, pixels) {
+// Paints C*H*W numbers (channels first: C planes of H rows of W) on a canvas, which is
+// resized to W x H pixels (CSS scales it up, pixelated). Grey: one plane for R, G and B.
+function paintImage(canvas, pixels, [c, h, w]) {
+  if (canvas.width !== w || canvas.height !== h) Object.assign(canvas, { width: w, height: h });
   const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(SIZE, SIZE);
-  for (let i = 0; i < SIZE * SIZE; i++) {
-    const v = Math.round(pixels[i] * 255);
-    img.data[4 * i] = img.data[4 * i + 1] = img.data[4 * i + 2] = v;
+  const img = ctx.createImageData(w, h);
+  const plane = h * w;
+  for (let i = 0; i < plane; i++) {
+    for (let k = 0; k < 3; k++) img.data[4 * i + k] = Math.round(pixels[(c === 3 ? k * plane : 0) + i] * 255);
     img.data[4 * i + 3] = 255;
   }
   ctx.putImageData(img, 0, 0);
@@ -128,13 +144,14 @@ function centreOfMass(gray, w, box) {
   return { x: mx / m, y: my / m };
 }
 
-// For source pixels n0..n1-1 mapped to [(i - n0) * s + off, ... + s): the target pixels each
-// one overlaps, as a flat [target, overlap, target, overlap, ...] list per source pixel.
-function overlaps(n0, n1, s, off) {
+// For source pixels n0..n1-1 mapped to [(i - n0) * s + off, ... + s): the target pixels
+// (0..size-1) each one overlaps, as a flat [target, overlap, target, overlap, ...] list per
+// source pixel.
+function overlaps(n0, n1, s, off, size) {
   const out = [];
   for (let i = n0; i < n1; i++) {
     const a = (i - n0) * s + off, b = a + s, list = [];
-    for (let t = Math.max(0, Math.floor(a)); t < Math.min(SIZE, Math.ceil(b)); t++) {
+    for (let t = Math.max(0, Math.floor(a)); t < Math.min(size, Math.ceil(b)); t++) {
       const weight = Math.min(b, t + 1) - Math.max(a, t);
       if (weight > 0) list.push(t, weight);
     }
@@ -144,16 +161,17 @@ function overlaps(n0, n1, s, off) {
 }
 
 // MNIST's recipe: fit the ink's bounding box into 20x20 keeping its aspect ratio, then place
-// it in 28x28 with its centre of mass at the CENTRE. Each source pixel adds its value times
-// its overlap with each target pixel (exact area averaging), which anti-aliases the result.
-function toMnist(gray, w, h) {
+// it in 28x28 with its centre of mass at the CENTRE; for a grey shape [1, H, W] the same
+// scaled (box 20/28 of each side, centre at 14.5/28 of it). Each source pixel adds its value
+// times its overlap with each target pixel (exact area averaging), which anti-aliases it.
+function fitDrawing(gray, w, h, [, H, W]) {
   const box = inkBox(gray, w, h);
   if (!box) return null;
-  const s = BOX / Math.max(box.x1 - box.x0, box.y1 - box.y0);
+  const s = Math.min((BOX / SIZE) * W / (box.x1 - box.x0), (BOX / SIZE) * H / (box.y1 - box.y0));
   const com = centreOfMass(gray, w, box);
-  const xs = overlaps(box.x0, box.x1, s, CENTRE - (com.x - box.x0) * s);
-  const ys = overlaps(box.y0, box.y1, s, CENTRE - (com.y - box.y0) * s);
-  const out = new Float32Array(SIZE * SIZE);
+  const xs = overlaps(box.x0, box.x1, s, (CENTRE / SIZE) * W - (com.x - box.x0) * s, W);
+  const ys = overlaps(box.y0, box.y1, s, (CENTRE / SIZE) * H - (com.y - box.y0) * s, H);
+  const out = new Float32Array(H * W);
   for (let y = box.y0; y < box.y1; y++) {
     const yl = ys[y - box.y0];
     for (let x = box.x0; x < box.x1; x++) {
@@ -161,7 +179,7 @@ function toMnist(gray, w, h) {
       if (v === 0) continue;
       const xl = xs[x - box.x0];
       for (let j = 0; j < yl.length; j += 2) {
-        for (let k = 0; k < xl.length; k += 2) out[yl[j] * SIZE + xl[k]] += v * yl[j + 1] * xl[k + 1];
+        for (let k = 0; k < xl.length; k += 2) out[yl[j] * W + xl[k]] += v * yl[j + 1] * xl[k + 1];
       }
     }
   }
@@ -254,19 +272,13 @@ const pad = {
   },
 };
 
-// A PNG as grey values, light digit on dark: transparent parts count as white paper, and an
-// image with a light border (a dark digit on paper) is inverted, like `aelab reconstruct`.
-async function readPng(file) {
-  const bitmap = await createImageBitmap(file);
+// A picture (an ImageBitmap) as grey values, light digit on dark: transparent parts count as
+// white paper, and an image with a light border (a dark digit on paper) is inverted, like
+// `aelab reconstruct`.
+function readDigit(bitmap) {
   const scale = Math.min(1, 1024 / Math.max(bitmap.width, bitmap.height));
   const w = Math.max(1, Math.round(bitmap.width * scale)), h = Math.max(1, Math.round(bitmap.height * scale));
-  const c = document.createElement("canvas");
-  Object.assign(c, { width: w, height: h });
-  const ctx = c.getContext("2d", { willReadFrequently: true });
-  ctx.fillStyle = "#fff";
-  ctx.fillRect(0, 0, w, h);
-  ctx.drawImage(bitmap, 0, 0, w, h);
-  const d = ctx.getImageData(0, 0, w, h).data;
+  const d = drawn(bitmap, w, h);
   const g = new Float32Array(w * h);
   for (let i = 0; i < g.length; i++) g[i] = (0.299 * d[4 * i] + 0.587 * d[4 * i + 1] + 0.114 * d[4 * i + 2]) / 255;
   let border = 0, n = 0;
@@ -274,6 +286,29 @@ async function readPng(file) {
   for (let y = 0; y < h; y++) { border += g[y * w] + g[y * w + w - 1]; n += 2; }
   if (border / n > 0.5) for (let i = 0; i < g.length; i++) g[i] = 1 - g[i];
   return { g, w, h };
+}
+
+// RGBA bytes of a picture drawn w x h on white paper (the browser's resampling).
+function drawn(bitmap, w, h) {
+  const c = document.createElement("canvas");
+  Object.assign(c, { width: w, height: h });
+  const ctx = c.getContext("2d", { willReadFrequently: true });
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, w, h);
+  ctx.imageSmoothingQuality = "high";
+  ctx.drawImage(bitmap, 0, 0, w, h);
+  return ctx.getImageData(0, 0, w, h).data;
+}
+
+// A picture resized to a model's [C, H, W] as it is (no fitting, no inversion): C*H*W
+// numbers, grey (luma) or colour planes R, G, B.
+function resized(bitmap, [c, h, w]) {
+  const d = drawn(bitmap, w, h), plane = h * w, out = new Float32Array(c * plane);
+  for (let i = 0; i < plane; i++) {
+    if (c === 1) out[i] = (0.299 * d[4 * i] + 0.587 * d[4 * i + 1] + 0.114 * d[4 * i + 2]) / 255;
+    else for (let k = 0; k < 3; k++) out[k * plane + i] = d[4 * i + k] / 255;
+  }
+  return out;
 }
 
 // --- the models' cards --------------------------------------------------------------------
@@ -300,14 +335,14 @@ function dot(a, b) {
   return s;
 }
 
-// The sliders move the code along their directions, starting from `base` (the last drawing,
+// The sliders move the code along their directions, starting from `base` (the last input,
 // map pick or the mean code): code = base + sum_k (value_k - start_k) * direction_k.
 function setBase(card, code, image) {
   const d = card.dirs;
   card.base = code.slice();
   card.start = d.directions.map((dir, k) => dot(code, dir) - dot(d.mean, dir));
   card.sliders.forEach((input, k) => { input.value = card.start[k]; });
-  if (image) paintDigit(card.sliderOut, image);
+  if (image) paintImage(card.sliderOut, image, card.shape);
 }
 
 function sliderCode(card) {
@@ -383,21 +418,22 @@ function setupMap(card) {
   const m = card.map;
   card.frame = mapFrame(m, card.mapCanvas);
   $(".map-title", card.el).textContent = m.kind === "code"
-    ? `Latent map: the 2-number codes of ${m.points.length} test digits`
+    ? `Latent map: the 2-number codes of ${m.points.length} test images`
     : `Latent map: ${m.points.length} test codes, first two principal directions ` +
       `(${(100 * (m.explained[0] + m.explained[1])).toFixed(0)}% of variance)`;
   drawMap(card, null);
   const legend = $(".legend", card.el);
-  PALETTE.forEach((colour, digit) => {
+  const labels = Math.min(PALETTE.length, 1 + Math.max(-1, ...m.labels)); // none if unlabelled
+  PALETTE.slice(0, labels).forEach((colour, label) => {
     const chip = document.createElement("span");
-    chip.textContent = String(digit);
+    chip.textContent = String(label);
     chip.style.setProperty("--chip", colour);
     legend.append(chip);
   });
   const caption = $(".map-caption", card.el);
   const hover = latest(async (point) => {
     const r = await api("map/decode", { model: card.info.id, point });
-    paintDigit(card.mapOut, r.image);
+    paintImage(card.mapOut, r.image, card.shape);
     caption.textContent = `(${point.map((v) => v.toFixed(2)).join(", ")})`;
   });
   card.mapCanvas.addEventListener("pointermove", (e) => hover(mapPoint(card, e)));
@@ -406,8 +442,8 @@ function setupMap(card) {
 
 async function pick(card, point) {
   const r = await api("map/decode", { model: card.info.id, point });
-  card.picked = { image: r.image, code: r.code, model: card.info.id };
-  paintDigit(card.mapOut, r.image);
+  card.picked = { model: card.info.id, code: r.code, images: new Map([[card.key, { shape: card.shape, pixels: r.image }]]) };
+  paintImage(card.mapOut, r.image, card.shape);
   drawMap(card, point);
   setBase(card, r.code, r.image);
   for (const b of [card.aFromMap, card.bFromMap]) b.disabled = false;
@@ -415,13 +451,18 @@ async function pick(card, point) {
 
 // --- interpolation ---------------------------------------------------------------------------
 
-function endFor(slot, modelId) {
-  return slot.model === modelId ? { code: slot.code } : { image: slot.image };
+// A slot (A or B) is a map pick (a code of one model, and its image) or the inputs of the
+// moment, one image per shape; a model gets its own code, else an image of its shape.
+function endFor(slot, card) {
+  if (slot.model === card.info.id) return { code: slot.code };
+  const input = slot.images.get(card.key);
+  return input ? { image: Array.from(input.pixels, round4) } : null;
 }
 
 function setSlot(name, slot) {
   state.slots[name] = slot;
-  paintDigit($(`#slot-${name}`), slot.image);
+  const { shape, pixels } = slot.images.values().next().value;
+  paintImage($(`#slot-${name}`), pixels, shape);
   track(interpolate());
 }
 
@@ -430,19 +471,25 @@ async function interpolate() {
   if (!a || !b) return;
   const steps = Math.min(16, Math.max(2, Number($("#steps").value) || 8));
   await Promise.all([...state.cards.values()].map(async (card) => {
-    const id = card.info.id;
-    const r = await api("interpolate", { model: id, start: endFor(a, id), end: endFor(b, id), steps });
-    card.interp.replaceChildren(...digitCanvases(r.images));
+    const id = card.info.id, start = endFor(a, card), end = endFor(b, card);
+    if (!start || !end) {
+      const hint = document.createElement("span");
+      Object.assign(hint, { className: "hint", textContent: `A and B hold no ${shapeText(card.shape)} image for this model` });
+      card.interp.replaceChildren(hint);
+      return;
+    }
+    const r = await api("interpolate", { model: id, start, end, steps });
+    card.interp.replaceChildren(...imageCanvases(r.images, card.shape));
   }));
 }
 
 // --- samples ---------------------------------------------------------------------------------
 
-function digitCanvases(images) {
+function imageCanvases(images, shape) {
   return images.map((image) => {
     const c = document.createElement("canvas");
-    Object.assign(c, { width: SIZE, height: SIZE, className: "digit" });
-    paintDigit(c, image);
+    c.className = "digit";
+    paintImage(c, image, shape);
     return c;
   });
 }
@@ -461,7 +508,8 @@ async function drawSamples(card) {
   card.sampleNote.textContent = `sampling from ${sampler}…`;
   try {
     const r = await api("sample", { model: card.info.id, sampler, seed, n: SAMPLES });
-    card.sampleGrid.replaceChildren(...digitCanvases(r.images));
+    card.sampleFirst.replaceChildren();
+    card.sampleGrid.replaceChildren(...imageCanvases(r.images, card.shape));
     card.sampleNote.textContent = `${r.images.length} samples from ${r.sampler}, seed ${r.seed}`;
   } catch (e) {
     card.sampleNote.textContent = "";
@@ -471,6 +519,22 @@ async function drawSamples(card) {
   }
 }
 
+// On load: one row from the default sampler, seed 0, above the (empty) grid that Sample fills.
+async function firstSamples(card) {
+  const sampler = card.info.samplers[0];
+  card.sampleNote.textContent = `sampling from ${sampler}…`;
+  let r;
+  try {
+    r = await api("sample", { model: card.info.id, sampler, seed: 0, n: FIRST_SAMPLES });
+  } catch (e) {
+    card.sampleNote.textContent = "";
+    throw e;
+  }
+  if (card.sampleGrid.childElementCount) return; // Sample was clicked meanwhile
+  card.sampleFirst.replaceChildren(...imageCanvases(r.images, card.shape));
+  card.sampleNote.textContent = `a first row: ${r.images.length} samples from ${r.sampler}, seed ${r.seed}; Sample draws ${SAMPLES}`;
+}
+
 // --- putting it together ---------------------------------------------------------------------
 
 async function buildCard(info) {
@@ -478,20 +542,21 @@ async function buildCard(info) {
   el.dataset.model = info.id;
   $("#models").append(el);
   const card = {
-    info, el,
-    recon: $(".recon", el), codeBars: $(".code-bars", el), codeText: $(".code-text", el),
+    info, el, shape: info.image_shape, key: shapeKey(info.image_shape),
+    input: $(".input", el), recon: $(".recon", el), codeBars: $(".code-bars", el), codeText: $(".code-text", el),
     sliderOut: $(".slider-out", el), mapCanvas: $(".map", el), mapOut: $(".map-out", el),
     interp: $(".interp", el), aFromMap: $(".a-from-map", el), bFromMap: $(".b-from-map", el),
     samplerChoice: $(".sampler-choice", el), sampleSeed: $(".sample-seed", el),
     sampleButton: $(".sample-button", el), sampleNote: $(".sample-note", el),
-    sampleGrid: $(".sample-grid", el),
+    sampleFirst: $(".sample-first", el), sampleGrid: $(".sample-grid", el),
   };
   $(".title", el).textContent = info.id;
   const mse = info.test_mse == null ? "" : ` · test MSE ${info.test_mse.toFixed(4)}`;
-  $(".meta", el).textContent = `${info.model} on ${info.dataset} · ${info.latent_dim}-number code · epoch ${info.epoch}${mse}`;
+  $(".meta", el).textContent = `${info.model} on ${info.dataset} (${shapeText(info.image_shape)}) · ` +
+    `${info.latent_dim}-number code · epoch ${info.epoch}${mse}`;
   card.sliderJob = latest(async ({ code, t0 }) => {
     const r = await api("decode", { model: info.id, code });
-    paintDigit(card.sliderOut, r.image);
+    paintImage(card.sliderOut, r.image, card.shape);
     timings.slider.push(performance.now() - t0);
   });
   card.aFromMap.addEventListener("click", () => setSlot("a", card.picked));
@@ -504,45 +569,106 @@ async function buildCard(info) {
   state.cards.set(info.id, card);
 }
 
-// Every model reconstructs the drawing, in one request (each fetch costs the browser a few
-// ms); timed from the input event to the last reconstruction painted.
-const reconstructAll = latest(async ({ pixels, t0 }) => {
-  const models = [...state.cards.keys()]; // those whose cards are ready
-  const { results } = await api("compare", { image: Array.from(pixels, round4), models });
-  for (const r of results) {
-    const card = state.cards.get(r.model);
-    paintDigit(card.recon, r.image);
-    showCode(card, r.code);
-    setBase(card, r.code, r.image);
-  }
-  timings.draw.push(performance.now() - t0);
-});
-
-function inputChanged(t0) {
-  const { g, w, h } = pad.gray();
-  state.pixels = toMnist(g, w, h);
-  if (!state.pixels) return;
-  paintDigit($("#preview"), state.pixels);
-  reconstructAll({ pixels: state.pixels, t0 });
+// The models of one shape reconstruct its input, in one request (each fetch costs the
+// browser a few ms); timed from the input event (t0; null: not a person's) to the last
+// reconstruction painted. Models of other shapes never get it.
+function reconstructor(key) {
+  return latest(async ({ shape, pixels, t0 }) => {
+    const models = [...state.cards.values()].filter((c) => c.key === key).map((c) => c.info.id);
+    if (!models.length) return; // no card of this shape is ready
+    const { results } = await api("compare", { image: Array.from(pixels, round4), models });
+    for (const r of results) {
+      const card = state.cards.get(r.model);
+      paintImage(card.input, pixels, shape);
+      paintImage(card.recon, r.image, shape);
+      showCode(card, r.code);
+      setBase(card, r.code, r.image);
+    }
+    if (t0 !== null) timings.draw.push(performance.now() - t0);
+  });
 }
 
+// The image the models of `shape` see from now on; resolves once they have shown it.
+function setInput(shape, pixels, t0 = null) {
+  const key = shapeKey(shape);
+  state.inputs.set(key, { shape, pixels });
+  if (state.greyShapes.length && key === shapeKey(state.greyShapes[0])) paintImage($("#preview"), pixels, shape);
+  if (!state.recon.has(key)) state.recon.set(key, reconstructor(key));
+  return state.recon.get(key)({ shape, pixels, t0 });
+}
+
+// A drawing goes to every grey model, fitted to its size as MNIST's digits were.
+function inputChanged(t0) {
+  const { g, w, h } = pad.gray();
+  for (const shape of state.greyShapes) {
+    const pixels = fitDrawing(g, w, h, shape);
+    if (!pixels) return; // an empty pad
+    setInput(shape, pixels, t0);
+  }
+}
+
+// A PNG goes to every model: on the pad and fitted like a drawing for 28x28 grey models (as
+// MNIST was made), resized as it is to the size and colour of any other.
 async function upload(file) {
   const t0 = performance.now();
-  let image;
+  let bitmap;
   try {
-    image = await readPng(file);
+    bitmap = await createImageBitmap(file);
   } catch (err) {
     throw new Error(`cannot read ${file.name} as an image (${err.message})`);
   }
-  pad.showImage(image.g, image.w, image.h);
-  inputChanged(t0);
+  if (state.greyShapes.length) {
+    const image = readDigit(bitmap);
+    pad.showImage(image.g, image.w, image.h);
+  }
+  const { g, w, h } = pad.gray();
+  for (const { shape } of state.shapes.values()) {
+    const pixels = shapeKey(shape) === "1x28x28" ? fitDrawing(g, w, h, shape) : resized(bitmap, shape);
+    if (pixels) setInput(shape, pixels, t0);
+  }
+  if (!state.greyShapes.length) {
+    const [first] = state.shapes.values();
+    paintImage($("#test-view"), state.inputs.get(shapeKey(first.shape)).pixels, first.shape);
+    $("#test-caption").textContent = `${file.name}, resized to ${shapeText(first.shape)}`;
+  }
+}
+
+// Test image `index` of a model's dataset: shown (on the pad too, for a grey one, to draw
+// over) and sent to every model of its shape. Resolves once they have shown it.
+async function showTestImage(modelId, index) {
+  const info = state.models.find((m) => m.id === modelId);
+  const i = Math.min(info.test_images - 1, Math.max(0, Math.floor(index) || 0));
+  $("#test-index").value = i;
+  const r = await api(`models/${encodeURIComponent(modelId)}/test-image/${i}`);
+  const shape = info.image_shape;
+  paintImage($("#test-view"), r.image, shape);
+  const label = r.label >= 0 ? `, label ${r.label}` : "";
+  $("#test-caption").textContent = `test image ${i} of ${info.dataset} (${shapeText(shape)}${label})`;
+  if (isGrey(shape)) pad.showImage(r.image, shape[2], shape[1]);
+  await setInput(shape, r.image);
+}
+
+function setupTestImages() {
+  const source = $("#test-source"), index = $("#test-index");
+  const seen = new Set();
+  for (const m of state.models) { // one entry per dataset and shape
+    const key = `${m.dataset} ${shapeKey(m.image_shape)}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    source.append(new Option(`${m.dataset} (${shapeText(m.image_shape)})`, m.id));
+  }
+  const show = (i) => track(showTestImage(source.value, i));
+  source.addEventListener("change", () => show(0));
+  index.addEventListener("change", () => show(Number(index.value)));
+  $("#test-prev").addEventListener("click", () => show(Number(index.value) - 1));
+  $("#test-next").addEventListener("click", () => show(Number(index.value) + 1));
 }
 
 function setupInput() {
   pad.init(inputChanged);
   $("#clear").addEventListener("click", () => {
     pad.clear();
-    state.pixels = null;
+    for (const shape of state.greyShapes) state.inputs.delete(shapeKey(shape));
     clearCanvas($("#preview"));
   });
   $("#upload").addEventListener("change", (e) => {
@@ -550,24 +676,61 @@ function setupInput() {
     if (file) track(upload(file));
     e.target.value = ""; // choosing the same file again still fires `change`
   });
-  const fromDrawing = (name) => () => {
-    if (state.pixels) setSlot(name, { image: Array.from(state.pixels, round4) });
-    else setStatus("draw a digit first", true);
+  const fromInput = (name) => () => {
+    if (state.inputs.size) setSlot(name, { images: new Map(state.inputs) });
+    else setStatus("draw a digit or pick a test image first", true);
   };
-  $("#a-from-drawing").addEventListener("click", fromDrawing("a"));
-  $("#b-from-drawing").addEventListener("click", fromDrawing("b"));
+  $("#a-from-drawing").addEventListener("click", fromInput("a"));
+  $("#b-from-drawing").addEventListener("click", fromInput("b"));
   $("#steps").addEventListener("change", () => track(interpolate()));
 }
 
+// The shapes served: the pad only where some model is grey; its caption names what the
+// first grey shape's models see.
+function setupShapes() {
+  state.shapes = new Map();
+  for (const m of state.models) {
+    const key = shapeKey(m.image_shape);
+    if (!state.shapes.has(key)) state.shapes.set(key, { shape: m.image_shape, first: m.id });
+  }
+  state.greyShapes = [...state.shapes.values()].map((s) => s.shape).filter(isGrey);
+  const grey = state.greyShapes[0];
+  $("#draw-area").hidden = !grey;
+  $("#input-title").textContent = grey ? "Draw a digit" : "Pick an image";
+  if (grey && shapeKey(grey) !== "1x28x28") {
+    $("#preview-caption").textContent = `what the ${grey[1]}×${grey[2]} models see: fitted and ` +
+      "centred by mass, as MNIST was made";
+  }
+}
+
+// Something to look at before any input: each shape's models get test image 0 of its first
+// model (the first one on the pad or in view), and each card a first row of samples.
+async function firstLook() {
+  const shapes = [...state.shapes.values()];
+  await showTestImage(shapes[0].first, 0);
+  await Promise.all([ // each tracked on its own: one failure does not stop the others
+    ...shapes.slice(1).map(({ shape, first }) => track((async () => {
+      const r = await api(`models/${encodeURIComponent(first)}/test-image/0`);
+      await setInput(shape, r.image);
+    })())),
+    ...[...state.cards.values()].map((card) => track(firstSamples(card))),
+  ]);
+}
+
 async function main() {
-  setupInput();
   try {
     state.models = await api("models");
+    setupShapes();
+    setupInput();
     await Promise.all(state.models.map(buildCard));
     // keep the cards in the server's order (they were appended as their data arrived)
     for (const m of state.models) $("#models").append(state.cards.get(m.id).el);
-    state.readyText = `${state.models.length} model${state.models.length === 1 ? "" : "s"} loaded: draw a digit`;
+    setupTestImages();
+    const what = state.greyShapes.length ? "draw a digit, pick a test image or upload a PNG"
+      : "pick a test image or upload a PNG";
+    state.readyText = `${state.models.length} model${state.models.length === 1 ? "" : "s"} loaded: ${what}`;
     setStatus(state.readyText);
+    await track(firstLook());
     document.body.dataset.ready = "1";
   } catch (e) {
     setStatus(`could not load the models (${e.message})`, true);
