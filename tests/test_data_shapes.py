@@ -281,7 +281,7 @@ def npz_no_images(root):
 
 def npz_too_large(root):
     return _npz(root, x_train=pixels((3, 130, 140))), \
-        "130x140 pixels, larger than 128 a side; pass the option resize"
+        "130x140 pixels, larger than 128 a side; resize the images, e.g. --resize"
 
 
 def npz_too_small(root):
@@ -334,13 +334,13 @@ def folder_la(root):
 def folder_mixed_sizes(root):
     _folder(root, {"a/0.png": pixels((16, 16)), "a/1.png": pixels((16, 16)), "b/2.png": pixels((20, 16))})
     return (root, "0.png: 16x16 but"), \
-        "2.png: 20x16 (height x width); the images of a dataset must share one size: pass the option resize"
+        "2.png: 20x16 (height x width); the images of a dataset must share one size: resize them, e.g. --resize"
 
 
 def folder_too_large(root):
     _folder(root, {"0.png": pixels((200, 150))})
     return (root, "0.png"), \
-        "larger than 128 a side; pass the option resize=HxW, e.g. --dataset-option resize=128x96"
+        "larger than 128 a side; resize the images, e.g. --resize 128x96"
 
 
 def folder_not_an_image(root):
@@ -506,3 +506,18 @@ def test_as_images_refuses(shape, says):
     with pytest.raises(AelabError, match=says) as e:
         batches.as_images(np.zeros(shape, np.uint8))
     assert "\n" not in str(e.value)
+
+
+def test_resize_and_grey_flags_are_the_dataset_options(tmp_path):
+    """`--resize HxW` and `--grey` on every command that takes --dataset, and on `aelab
+    data`, are short for --dataset-option resize=HxW and grey=true."""
+    from aelab.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["data", "x", "--resize", "16x12", "--grey"],
+                 ["train", "vae", "--dataset", "x", "--resize", "16x12", "--grey"],
+                 ["explore", "r", "--dataset", "x", "--grey", "--resize", "16x12"]):
+        a = parser.parse_args(argv)
+        assert a.dataset_options == {"resize": "16x12", "grey": True}, argv
+    a = parser.parse_args(["train", "vae", "--dataset-option", "split_seed=3", "--grey"])
+    assert a.dataset_options == {"split_seed": 3, "grey": True}

@@ -78,6 +78,30 @@ class KeyValues(argparse.Action):
         setattr(namespace, self.dest, options)
 
 
+class DatasetOption(argparse.Action):
+    """A flag that is short for one --dataset-option: `--resize 32x32` is
+    `--dataset-option resize=32x32`, `--grey` is `--dataset-option grey=true`."""
+
+    def __init__(self, option_strings, dest, key: str, **kwargs):
+        self.key = key
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        options = dict(getattr(namespace, self.dest) or {})
+        options[self.key] = value if isinstance(value, str) else True  # --grey takes no value
+        setattr(namespace, self.dest, options)
+
+
+def add_shape_flags(p: argparse.ArgumentParser) -> None:
+    """--resize HxW and --grey, for a dataset given by path (see docs/data.md)."""
+    p.add_argument("--resize", dest="dataset_options", action=DatasetOption, key="resize",
+                   metavar="HxW", help="resize every image of a dataset given by path to HxW, "
+                   "e.g. 32x32 (the same as --dataset-option resize=HxW; default: keep sizes)")
+    p.add_argument("--grey", dest="dataset_options", action=DatasetOption, key="grey", nargs=0,
+                   help="convert a dataset given by path to grey (the same as --dataset-option "
+                   "grey=true; default: keep its colour)")
+
+
 def add_dataset_args(p: argparse.ArgumentParser, default: str | None, what: str,
                      default_text: str | None = None) -> None:
     """--dataset NAME|PATH and --dataset-option KEY=VALUE, worded the same everywhere."""
@@ -90,6 +114,7 @@ def add_dataset_args(p: argparse.ArgumentParser, default: str | None, what: str,
                    metavar="KEY=VALUE",
                    help="an option for a dataset given by path, e.g. transpose=true for EMNIST; "
                    "repeatable (default: none, or the aelab-dataset.json card beside the files)")
+    add_shape_flags(p)
 
 
 def dataset_arg(dataset: str | None) -> str | None:

@@ -34,6 +34,7 @@ from .common import (
     KeyValues,
     add_common_args,
     add_dataset_args,
+    add_shape_flags,
     dataset_arg,
     json_object,
     model_name,
@@ -70,6 +71,7 @@ def _add_data(sub) -> None:
                    metavar="KEY=VALUE", help="an option for a dataset given by path, e.g. "
                    "transpose=true, resize=32x32, grey=true, fit_mnist=true, layout=nhwc "
                    "(default: none)")
+    add_shape_flags(p)
     p.add_argument("--force", action="store_true",
                    help="refetch files that fail verification, or rebuild a packaged dataset "
                    "(default: report them and stop)")

@@ -540,12 +540,12 @@ def _same_size(first: tuple[Path, tuple], path: Path, arr: np.ndarray) -> None:
     if path == where:
         problem = check_sides(*size)
         if problem:
-            raise DataError(f"{path}: {problem}; pass the option resize=HxW, e.g. --dataset-option "
-                            f"resize={fitted_size(*size)} (8 to 128 a side)")
+            raise DataError(f"{path}: {problem}; resize the images, e.g. --resize "
+                            f"{fitted_size(*size)} (the option resize=HxW, 8 to 128 a side)")
     elif here != size:
         raise DataError(f"{where}: {size_text(*size)} but {path}: {size_text(*here)} (height x width); "
-                        "the images of a dataset must share one size: pass the option resize=HxW, "
-                        f"e.g. --dataset-option resize={size_text(*size)} (or fit_mnist=true for digits)")
+                        "the images of a dataset must share one size: resize them, e.g. --resize "
+                        f"{size_text(*size)} (the option resize=HxW; or fit_mnist=true for digits)")
 
 
 def _stack(pictures: list[np.ndarray], colour: bool, counts: Counter) -> np.ndarray:
@@ -627,8 +627,8 @@ def _check_shapes(raw: dict, where: Path) -> list[int]:
     c, h, w = shapes["train"]
     problem = check_sides(h, w)
     if problem:
-        raise DataError(f"{where}: {problem}; pass the option resize=HxW, e.g. --dataset-option "
-                        f"resize={fitted_size(h, w)} (8 to 128 a side)")
+        raise DataError(f"{where}: {problem}; resize the images, e.g. --resize "
+                        f"{fitted_size(h, w)} (the option resize=HxW, 8 to 128 a side)")
     return [c, h, w]
 
 

@@ -43,7 +43,7 @@ CONVERSIONS = {
     "resized": "resized {n} images",
     "colour": "gave {n} grey images three equal channels, as the others are colour",
 }
-ALPHA_HINT = "flatten it onto a background first, or pass the option grey=true (--dataset-option grey=true)"
+ALPHA_HINT = "flatten it onto a background first, or pass --grey (the option grey=true)"
 
 
 def _border(arr: np.ndarray) -> np.ndarray:
