@@ -334,7 +334,8 @@ def folder_la(root):
 def folder_mixed_sizes(root):
     _folder(root, {"a/0.png": pixels((16, 16)), "a/1.png": pixels((16, 16)), "b/2.png": pixels((20, 16))})
     return (root, "0.png: 16x16 but"), \
-        "2.png: 20x16 (height x width); the images of a dataset must share one size: resize them, e.g. --resize"
+        ("2.png: 20x16 (height x width); the images of a dataset must share one size: resize them, "
+         "e.g. --resize")
 
 
 def folder_too_large(root):
